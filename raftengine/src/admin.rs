@@ -1,0 +1,142 @@
+//! [`Admin`]: membership changes and leadership transfer.
+
+use std::num::NonZeroU64;
+
+use async_trait::async_trait;
+
+use crate::callbacks::{Callback, Registration};
+use crate::error::{Error, Result};
+use crate::types::Index;
+
+/// How far a learner must have caught up before
+/// [`Admin::promote_learner`] makes it a voter.
+///
+/// There is deliberately no way to say "at least index 0": a promotion that
+/// checks nothing must say so with [`CatchUp::Unchecked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The leader's view of the learner's replicated (matched) index must be
+    /// at least this index, or the call fails with
+    /// [`Error::FailedPrecondition`].
+    AtLeast(NonZeroU64),
+    /// Skip the check: the caller confirmed the catch-up out of band.
+    /// Promoting a learner that lags can stall commits until it catches up.
+    Unchecked,
+}
+
+impl CatchUp {
+    /// `AtLeast(index)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FailedPrecondition`] for 0: use [`CatchUp::Unchecked`] to skip
+    /// the check explicitly.
+    pub fn at_least(index: Index) -> Result<Self> {
+        NonZeroU64::new(index)
+            .map(CatchUp::AtLeast)
+            .ok_or_else(|| {
+                Error::failed_precondition(
+                    "catch-up index 0 checks nothing; pass CatchUp::Unchecked to skip the check explicitly",
+                )
+            })
+    }
+}
+
+/// Whom [`Admin::transfer_leadership`] hands leadership to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    /// The most up-to-date other voter.
+    Any,
+    /// This voter, by node id.
+    Server(String),
+}
+
+/// Membership changes and leadership transfer.
+///
+/// # Contract
+///
+/// * Calls are made on the leader; elsewhere they fail with
+///   [`Error::NotLeader`].
+/// * One membership change at a time: while one is proposed and not yet
+///   applied, another fails with [`Error::ConfChangePending`] (never a silent
+///   no-op).
+/// * `prev_index`: `None` applies the change unconditionally; `Some(i)` fails
+///   with [`Error::ConfigIndexMismatch`] unless the latest configuration's
+///   index is `i` (read it from
+///   [`ConfigReader::configuration`](crate::ConfigReader::configuration)).
+/// * Membership calls return once the change is committed and applied on the
+///   leader, with the index of the new configuration.
+/// * Learners never count toward a quorum, and their suffrage survives
+///   restarts.
+///
+/// # Cancel safety
+///
+/// Dropping a future stops the wait only; a change already proposed keeps
+/// its fate.
+#[async_trait]
+pub trait Admin: Send + Sync {
+    /// Adds `id` at `address` as a voter (or promotes it if it is a learner).
+    ///
+    /// Prefer [`Admin::add_learner`] followed by [`Admin::promote_learner`]:
+    /// a fresh voter that must catch up counts toward the quorum immediately.
+    async fn add_voter(&self, id: &str, address: &str, prev_index: Option<Index>) -> Result<Index>;
+
+    /// Adds `id` at `address` as a learner: it receives and applies the log
+    /// but never counts toward a quorum.
+    async fn add_learner(
+        &self,
+        id: &str,
+        address: &str,
+        prev_index: Option<Index>,
+    ) -> Result<Index>;
+
+    /// Makes the learner `id` a voter once `catch_up` holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FailedPrecondition`] if `id` is not a learner or has not
+    /// caught up.
+    async fn promote_learner(
+        &self,
+        id: &str,
+        prev_index: Option<Index>,
+        catch_up: CatchUp,
+    ) -> Result<Index>;
+
+    /// Removes `id` (voter or learner). Removing the leader itself first
+    /// transfers leadership away.
+    async fn remove_server(&self, id: &str, prev_index: Option<Index>) -> Result<Index>;
+
+    /// Hands leadership to `target` and returns once the target leads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FailedPrecondition`] for a target that is unknown, a learner,
+    /// or the local node; [`Error::TransferAborted`] when the target did not
+    /// take over in time; [`Error::NotLeader`] off the leader.
+    async fn transfer_leadership(&self, target: TransferTarget) -> Result<()>;
+
+    /// Registers `callback` to run every time the local node becomes leader
+    /// (election, re-election, being a transfer's target), after
+    /// [`LeaderView::state`](crate::LeaderView::state) reports
+    /// [`State::Leader`](crate::State::Leader). Same contract as
+    /// [`LeaseProvider::register_leader_loss_callback`](crate::LeaseProvider::register_leader_loss_callback).
+    fn register_leader_acquired_callback(&self, callback: Callback) -> Registration;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_zero_is_refused() {
+        assert!(matches!(
+            CatchUp::at_least(0),
+            Err(Error::FailedPrecondition { .. })
+        ));
+        assert_eq!(
+            CatchUp::at_least(9).unwrap(),
+            CatchUp::AtLeast(NonZeroU64::new(9).unwrap())
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! [`Factory`]: creating an engine from engine-agnostic input.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::server::TransportServer;
+use crate::state_machine::StateMachine;
+use crate::types::{Server, Suffrage};
+
+/// Engine-agnostic input to [`Factory::create`].
+///
+/// Engine-specific knobs (ticks, timeouts, message sizes) belong to the
+/// concrete factory's own configuration, not here.
+///
+/// # Start-up modes
+///
+/// | data dir | `bootstrap` | `peers` | what the engine does |
+/// |---|---|---|---|
+/// | holds a node | any | any | restarts from it (flag and peers are ignored; membership comes from the log) |
+/// | empty | `true` | voters incl. self, or empty | creates a new cluster with those voters (just self if empty) |
+/// | empty | `false` | some members | starts empty and waits for a leader to add it ([`Admin::add_learner`](crate::Admin::add_learner) / [`Admin::add_voter`](crate::Admin::add_voter)) |
+/// | empty | `false` | empty | refuses with [`Error::InvalidConfig`]: a wiped node must not start a second cluster by itself |
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct FactoryConfig<S> {
+    /// The local node id (non-empty, unique in the cluster).
+    pub local_id: String,
+    /// The address peers reach this node's transport at, e.g. `"127.0.0.1:7001"`.
+    pub local_address: String,
+    /// Where the engine keeps its log, hard state and snapshots. The engine
+    /// owns the directory; see each backend's docs for its layout.
+    pub data_dir: PathBuf,
+    /// The cluster members known at start-up (may include the local node).
+    pub peers: Vec<Server>,
+    /// Create a new cluster from `peers` if the data dir is empty.
+    pub bootstrap: bool,
+    /// The operator expects this node to join as a learner. If a membership
+    /// change ever makes it a voter instead, the engine logs at ERROR (it
+    /// keeps running: by then it already counts toward the quorum).
+    pub join_as_learner: bool,
+    /// The application's state machine.
+    pub state_machine: S,
+}
+
+impl<S> fmt::Debug for FactoryConfig<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FactoryConfig")
+            .field("local_id", &self.local_id)
+            .field("local_address", &self.local_address)
+            .field("data_dir", &self.data_dir)
+            .field("peers", &self.peers)
+            .field("bootstrap", &self.bootstrap)
+            .field("join_as_learner", &self.join_as_learner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> FactoryConfig<S> {
+    /// A node with no peers that does not bootstrap; set those with the
+    /// `with_*` methods.
+    pub fn new(
+        local_id: impl Into<String>,
+        local_address: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        state_machine: S,
+    ) -> Self {
+        FactoryConfig {
+            local_id: local_id.into(),
+            local_address: local_address.into(),
+            data_dir: data_dir.into(),
+            peers: Vec::new(),
+            bootstrap: false,
+            join_as_learner: false,
+            state_machine,
+        }
+    }
+
+    /// Sets [`FactoryConfig::peers`].
+    pub fn with_peers(mut self, peers: Vec<Server>) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// Sets [`FactoryConfig::bootstrap`].
+    pub fn with_bootstrap(mut self, bootstrap: bool) -> Self {
+        self.bootstrap = bootstrap;
+        self
+    }
+
+    /// Sets [`FactoryConfig::join_as_learner`].
+    pub fn with_join_as_learner(mut self, join_as_learner: bool) -> Self {
+        self.join_as_learner = join_as_learner;
+        self
+    }
+
+    /// Checks what can be checked without the data dir.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an empty id or address, duplicate peer
+    /// ids, a bootstrap peer list that lacks the local node or lists it as a
+    /// learner, or `bootstrap` together with `join_as_learner`.
+    pub fn validate(&self) -> Result<()> {
+        if self.local_id.is_empty() {
+            return Err(Error::InvalidConfig("local_id is empty".into()));
+        }
+        if self.local_address.is_empty() {
+            return Err(Error::InvalidConfig("local_address is empty".into()));
+        }
+        let mut seen = HashSet::new();
+        for p in &self.peers {
+            if p.id.is_empty() {
+                return Err(Error::InvalidConfig("a peer has an empty id".into()));
+            }
+            if !seen.insert(p.id.as_str()) {
+                return Err(Error::InvalidConfig(format!(
+                    "peer id {:?} is listed twice",
+                    p.id
+                )));
+            }
+            if p.id == self.local_id && p.address != self.local_address {
+                return Err(Error::InvalidConfig(format!(
+                    "peers list {:?} at {:?} but local_address is {:?}",
+                    p.id, p.address, self.local_address
+                )));
+            }
+        }
+        if self.bootstrap {
+            if self.join_as_learner {
+                return Err(Error::InvalidConfig(
+                    "bootstrap and join_as_learner exclude each other".into(),
+                ));
+            }
+            if !self.peers.is_empty() {
+                match self.peers.iter().find(|p| p.id == self.local_id) {
+                    None => {
+                        return Err(Error::InvalidConfig(format!(
+                            "bootstrap peers do not include the local node {:?}",
+                            self.local_id
+                        )));
+                    }
+                    Some(p) if p.suffrage != Suffrage::Voter => {
+                        return Err(Error::InvalidConfig(
+                            "the bootstrapping node must be a voter".into(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The voters a new cluster starts with: `peers`' voters, or just the
+    /// local node when `peers` is empty.
+    pub fn bootstrap_voters(&self) -> Vec<Server> {
+        if self.peers.is_empty() {
+            vec![Server::voter(&self.local_id, &self.local_address)]
+        } else {
+            self.peers
+                .iter()
+                .filter(|p| p.suffrage == Suffrage::Voter)
+                .cloned()
+                .collect()
+        }
+    }
+}
+
+/// What [`Factory::create`] returns: the engine and its transport.
+pub struct FactoryResult<R: 'static> {
+    /// The running engine.
+    pub engine: Arc<dyn Engine<R>>,
+    /// The engine's gRPC transport. Mount it on the application's own tonic
+    /// server (`Server::builder().add_routes(transport)`, so application and
+    /// Raft share one port), or serve it alone with
+    /// [`FactoryResult::serve`].
+    pub transport: tonic::service::Routes,
+}
+
+impl<R: 'static> fmt::Debug for FactoryResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FactoryResult")
+            .field("engine", &self.engine.engine_type())
+            .field("local_id", &self.engine.local_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: 'static> FactoryResult<R> {
+    /// Serves the transport alone on `listener` until the returned server is
+    /// shut down or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the listener's address cannot be read.
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<TransportServer> {
+        TransportServer::spawn(self.transport.clone(), listener)
+    }
+}
+
+/// Creates engines. Each backend crate provides one (`EtcdFactory`,
+/// `OpenraftFactory`), constructed with the engine-specific settings.
+#[async_trait]
+pub trait Factory: Send + Sync + 'static {
+    /// The engine type this factory builds, e.g. `"etcd"`.
+    fn engine_type(&self) -> &'static str;
+
+    /// Opens (or creates) the node described by `config` and starts it.
+    ///
+    /// The engine starts sending to peers at once; they answer through the
+    /// address each message carries, so the local transport must be served
+    /// soon after (mount [`FactoryResult::transport`] or call
+    /// [`FactoryResult::serve`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (see [`FactoryConfig::validate`] and the
+    /// start-up table there), [`Error::Storage`] for a data dir that cannot
+    /// be opened or holds corrupt data, [`Error::StateMachine`] if restoring
+    /// the latest snapshot fails.
+    async fn create<S: StateMachine>(
+        &self,
+        config: FactoryConfig<S>,
+    ) -> Result<FactoryResult<S::Response>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> FactoryConfig<()> {
+        FactoryConfig::new("n1", "127.0.0.1:1", "/tmp/x", ())
+    }
+
+    #[test]
+    fn valid_configs_pass() {
+        cfg().validate().unwrap();
+        cfg().with_bootstrap(true).validate().unwrap();
+        cfg()
+            .with_bootstrap(true)
+            .with_peers(vec![
+                Server::voter("n1", "127.0.0.1:1"),
+                Server::voter("n2", "127.0.0.1:2"),
+            ])
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn invalid_configs_get_typed_errors() {
+        let bad = [
+            FactoryConfig::new("", "a:1", "/tmp", ()),
+            FactoryConfig::new("n1", "", "/tmp", ()),
+            cfg().with_peers(vec![Server::voter("n2", "a"), Server::voter("n2", "b")]),
+            cfg().with_peers(vec![Server::voter("n1", "127.0.0.1:99")]),
+            cfg()
+                .with_bootstrap(true)
+                .with_peers(vec![Server::voter("n2", "a")]),
+            cfg()
+                .with_bootstrap(true)
+                .with_peers(vec![Server::learner("n1", "127.0.0.1:1")]),
+            cfg().with_bootstrap(true).with_join_as_learner(true),
+        ];
+        for c in bad {
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig(_))),
+                "{c:?} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn bootstrap_voters_default_to_self() {
+        assert_eq!(
+            cfg().bootstrap_voters(),
+            vec![Server::voter("n1", "127.0.0.1:1")]
+        );
+        let c = cfg().with_peers(vec![
+            Server::voter("n1", "127.0.0.1:1"),
+            Server::learner("n3", "c"),
+        ]);
+        assert_eq!(c.bootstrap_voters().len(), 1);
+    }
+}

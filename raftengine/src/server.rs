@@ -1,0 +1,86 @@
+//! [`TransportServer`]: serving an engine's transport on its own listener.
+
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+use crate::error::{Error, Result};
+
+/// A tonic server running an engine's transport on a listener of its own.
+///
+/// Dropping it stops the server (in-flight calls are cut); prefer
+/// [`TransportServer::shutdown`], which waits for it to stop.
+#[derive(Debug)]
+pub struct TransportServer {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
+}
+
+impl TransportServer {
+    /// Serves `routes` on `listener` in a new task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the listener's address cannot be read.
+    pub fn spawn(routes: Routes, listener: tokio::net::TcpListener) -> Result<Self> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::transport("read listener address", e))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        // Raft traffic is many small frames; Nagle would add 40 ms stalls.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(TransportServer {
+            local_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the server failed while running.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::transport("transport server failed", e)),
+                Err(e) => Err(Error::transport("transport server task failed", e)),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TransportServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

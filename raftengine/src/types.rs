@@ -1,0 +1,232 @@
+//! Value types shared by every trait: roles, servers, configurations,
+//! status snapshots and proposal results.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A log index. Index 0 means "nothing": Raft logs start at 1.
+pub type Index = u64;
+
+/// A Raft term.
+pub type Term = u64;
+
+/// The role of the local node as the engine last observed it.
+///
+/// Pre-candidates (pre-vote) are reported as [`State::Candidate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Replicates the leader's log; does not accept proposals.
+    Follower,
+    /// Campaigning for leadership (including the pre-vote phase).
+    Candidate,
+    /// Accepts proposals and serves reads.
+    Leader,
+    /// A non-voting member that replicates and applies the log.
+    Learner,
+    /// The engine has been shut down or has stopped on a fatal error.
+    Shutdown,
+    /// The engine cannot tell (for example before it finished starting).
+    Unknown,
+}
+
+impl State {
+    /// The lower-case name used in logs and JSON (`"leader"`, `"follower"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Follower => "follower",
+            State::Candidate => "candidate",
+            State::Leader => "leader",
+            State::Learner => "learner",
+            State::Shutdown => "shutdown",
+            State::Unknown => "unknown",
+        }
+    }
+
+    /// True only for [`State::Leader`].
+    pub fn is_leader(self) -> bool {
+        self == State::Leader
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Suffrage {
+    /// Counts toward elections and commit quorums.
+    Voter,
+    /// Receives and applies the log but never counts toward a quorum.
+    Learner,
+}
+
+impl Suffrage {
+    /// `"voter"` or `"learner"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suffrage::Voter => "voter",
+            Suffrage::Learner => "learner",
+        }
+    }
+}
+
+impl fmt::Display for Suffrage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Server {
+    /// The node's id; unique in the cluster and never reused for another data dir.
+    pub id: String,
+    /// Where peers reach the node's transport, e.g. `"127.0.0.1:7001"`.
+    pub address: String,
+    /// Voter or learner.
+    pub suffrage: Suffrage,
+}
+
+impl Server {
+    /// A voting member.
+    pub fn voter(id: impl Into<String>, address: impl Into<String>) -> Self {
+        Server {
+            id: id.into(),
+            address: address.into(),
+            suffrage: Suffrage::Voter,
+        }
+    }
+
+    /// A non-voting member.
+    pub fn learner(id: impl Into<String>, address: impl Into<String>) -> Self {
+        Server {
+            id: id.into(),
+            address: address.into(),
+            suffrage: Suffrage::Learner,
+        }
+    }
+}
+
+/// The cluster membership as of a log index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Configuration {
+    /// The log index of the entry that established this configuration
+    /// (0 for a configuration that only exists in the bootstrap input).
+    /// Pass it as `prev_index` to [`Admin`](crate::Admin) calls to make
+    /// them conditional on nobody having changed membership since.
+    pub index: Index,
+    /// Every member, voters and learners, sorted by id.
+    pub servers: Vec<Server>,
+}
+
+impl Configuration {
+    /// The members that vote.
+    pub fn voters(&self) -> impl Iterator<Item = &Server> {
+        self.servers
+            .iter()
+            .filter(|s| s.suffrage == Suffrage::Voter)
+    }
+
+    /// The members that do not vote.
+    pub fn learners(&self) -> impl Iterator<Item = &Server> {
+        self.servers
+            .iter()
+            .filter(|s| s.suffrage == Suffrage::Learner)
+    }
+
+    /// The member with this id, if any.
+    pub fn server(&self, id: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.id == id)
+    }
+}
+
+/// Who leads, as far as the local node knows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaderInfo {
+    /// The leader's node id.
+    pub id: String,
+    /// The leader's transport address (empty if the local node does not know it).
+    pub address: String,
+}
+
+impl fmt::Display for LeaderInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.address.is_empty() {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}@{}", self.id, self.address)
+        }
+    }
+}
+
+/// A point-in-time view of the local node, for dashboards and health checks.
+///
+/// Fields are read without a barrier; two fields may come from slightly
+/// different moments. Use [`LeaderView`](crate::LeaderView) for decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The local role.
+    pub state: State,
+    /// The known leader, if any.
+    pub leader: Option<LeaderInfo>,
+    /// The current term.
+    pub term: Term,
+    /// Highest index known committed (and durable on this node).
+    pub commit_index: Index,
+    /// Highest index applied to the local state machine.
+    pub applied_index: Index,
+    /// Highest index in the local log.
+    pub last_log_index: Index,
+    /// Index covered by the newest local snapshot (0 if none).
+    pub last_snapshot_index: Index,
+    /// Committed entries not yet applied (`commit_index - applied_index`).
+    pub fsm_pending: u64,
+    /// Number of other members in the configuration (voters and learners).
+    pub num_peers: u64,
+    /// Time since the leader was last heard from: `Some(0)` on the leader,
+    /// `None` when no leader has been heard from.
+    pub last_contact: Option<Duration>,
+    /// The target of a leadership transfer in progress on this leader.
+    /// Proposals are refused with
+    /// [`Error::TransferInProgress`](crate::Error::TransferInProgress) while it is set.
+    pub lead_transferee: Option<String>,
+    /// Index of the latest configuration known locally.
+    pub configuration_index: Index,
+    /// True while a membership change is proposed but not yet applied.
+    pub pending_conf_change: bool,
+}
+
+impl Status {
+    /// A status with every counter at zero, for a node in `state`.
+    pub fn new(state: State) -> Self {
+        Status {
+            state,
+            leader: None,
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            last_snapshot_index: 0,
+            fsm_pending: 0,
+            num_peers: 0,
+            last_contact: None,
+            lead_transferee: None,
+            configuration_index: 0,
+            pending_conf_change: false,
+        }
+    }
+}
+
+/// What a committed proposal produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalResult<R> {
+    /// The log index the proposal was committed and applied at.
+    pub commit_index: Index,
+    /// What [`StateMachine::apply`](crate::StateMachine::apply) returned for it
+    /// on this node.
+    pub response: R,
+}
