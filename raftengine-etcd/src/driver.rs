@@ -1,0 +1,1066 @@
+//! The Raft loop: one OS thread owns the `RawNode`, the storage writes and
+//! the state machine.
+//!
+//! The thread is not a runtime worker, so the fsync in every Ready and the
+//! application's synchronous `apply` never block async tasks. Each round
+//! takes one event, drains up to [`MAX_DRAIN`] more (so many proposals share
+//! one Ready and one fsync), then processes Readies in raft-rs's order
+//! (notes/raft-rs.md §2.2):
+//!
+//! 1. send the leader's messages (they may go before its own fsync);
+//! 2. note role changes and read states;
+//! 3. persist entries and hard state atomically, fsync iff `must_sync`;
+//! 4. send the messages that depend on that write;
+//! 5. apply committed entries (only durable ones are ever handed out), call
+//!    `apply_conf_change` for each conf change, answer waiters;
+//! 6. `advance`, persist the new commit index, send, apply, `advance_apply`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::{mpsc, oneshot};
+
+use raftengine::{
+    CatchUp, Configuration, Error, LeaderInfo, LeaseBasis, ProposalResult, Result, Server, State,
+    StateMachine, Status, StopReason, TransferTarget,
+};
+
+use crate::config::EtcdConfig;
+use crate::ids::raft_id;
+use crate::shared::Shared;
+use crate::storage::{Member, RaftStorage};
+use crate::transport::{Outbound, SendFailure};
+
+/// Most extra events folded into one round after the first.
+const MAX_DRAIN: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+/// Waiters keyed by log index, with the term their entry was appended in.
+type Waiters<T> = BTreeMap<u64, (u64, Reply<T>)>;
+
+/// A request to the Raft loop.
+pub(crate) enum Event<R> {
+    /// One tick of the logical clock.
+    Tick,
+    /// Raft messages from a peer.
+    Inbound {
+        from_id: String,
+        from_address: String,
+        messages: Vec<Message>,
+    },
+    /// A proposal.
+    Propose {
+        data: Bytes,
+        reply: Reply<ProposalResult<R>>,
+    },
+    /// A linearizable read (ReadIndex); answered once applied.
+    Read { reply: Reply<u64> },
+    /// A membership change.
+    Membership {
+        change: MembershipChange,
+        prev_index: Option<u64>,
+        reply: Reply<u64>,
+    },
+    /// A leadership transfer.
+    Transfer {
+        target: TransferTarget,
+        reply: Reply<()>,
+    },
+    /// Stop the loop.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// The membership changes [`Event::Membership`] carries.
+#[derive(Debug, Clone)]
+pub(crate) enum MembershipChange {
+    AddVoter { id: String, address: String },
+    AddLearner { id: String, address: String },
+    Promote { id: String, catch_up: CatchUp },
+    Remove { id: String },
+}
+
+struct ReadRound {
+    sent_at: Instant,
+    term: u64,
+    waiters: Vec<Reply<u64>>,
+}
+
+struct TransferWait {
+    target: u64,
+    started_tick: u64,
+    reply: Reply<()>,
+}
+
+/// Everything the loop owns.
+pub(crate) struct Driver<S: StateMachine> {
+    pub(crate) raw: RawNode<RaftStorage>,
+    pub(crate) storage: RaftStorage,
+    pub(crate) sm: S,
+    pub(crate) cfg: EtcdConfig,
+    pub(crate) local_id: String,
+    pub(crate) local_raft_id: u64,
+    pub(crate) join_as_learner: bool,
+    /// Every node we know an address for: members and recent senders.
+    pub(crate) addresses: HashMap<u64, Member>,
+    /// The latest applied membership and the index of its entry.
+    pub(crate) conf_state: ConfState,
+    pub(crate) conf_index: u64,
+    pub(crate) outbound: Arc<Outbound>,
+    pub(crate) failures: mpsc::Receiver<SendFailure>,
+    pub(crate) events: mpsc::Receiver<Event<S::Response>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) incarnation: u64,
+    proposals: Waiters<ProposalResult<S::Response>>,
+    conf_waiters: Waiters<u64>,
+    reads_unsent: Vec<Reply<u64>>,
+    reads_inflight: HashMap<Vec<u8>, ReadRound>,
+    reads_ready: Vec<(u64, Reply<u64>)>,
+    read_seq: u64,
+    ticks: u64,
+    last_renewal_tick: u64,
+    last_quorum_ack: Option<Instant>,
+    applied_term: u64,
+    was_leader: bool,
+    last_leader_contact: Option<Instant>,
+    transfer: Option<TransferWait>,
+    shutdown_reply: Option<oneshot::Sender<()>>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn encode_member(id: &str, address: &str) -> Vec<u8> {
+    format!("{id}\t{address}").into_bytes()
+}
+
+fn decode_member(ctx: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(ctx).ok()?;
+    let (id, address) = text.split_once('\t').unwrap_or((text, ""));
+    Some((id.to_owned(), address.to_owned()))
+}
+
+impl<S: StateMachine> Driver<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        raw: RawNode<RaftStorage>,
+        storage: RaftStorage,
+        sm: S,
+        cfg: EtcdConfig,
+        local_id: String,
+        join_as_learner: bool,
+        addresses: HashMap<u64, Member>,
+        outbound: Arc<Outbound>,
+        failures: mpsc::Receiver<SendFailure>,
+        events: mpsc::Receiver<Event<S::Response>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let conf_state = raw.raft.prs().conf().to_conf_state();
+        let local_raft_id = raft_id(&local_id);
+        Driver {
+            raw,
+            storage,
+            sm,
+            cfg,
+            local_raft_id,
+            local_id,
+            join_as_learner,
+            addresses,
+            conf_state,
+            conf_index: 0,
+            outbound,
+            failures,
+            events,
+            shared,
+            incarnation: rand::random(),
+            proposals: BTreeMap::new(),
+            conf_waiters: BTreeMap::new(),
+            reads_unsent: Vec::new(),
+            reads_inflight: HashMap::new(),
+            reads_ready: Vec::new(),
+            read_seq: 0,
+            ticks: 0,
+            last_renewal_tick: 0,
+            last_quorum_ack: None,
+            applied_term: 0,
+            was_leader: false,
+            last_leader_contact: None,
+            transfer: None,
+            shutdown_reply: None,
+        }
+    }
+
+    /// Runs the loop until shutdown or a fatal error.
+    pub(crate) fn run(mut self) {
+        self.publish();
+        let reason = match self.run_rounds() {
+            Ok(()) => StopReason::Shutdown,
+            Err(e) => {
+                tracing::error!(node = %self.local_id, error = %e, "raft loop stopped on a fatal error");
+                StopReason::Fatal(e.to_string())
+            }
+        };
+        self.fail_everything(&reason);
+        if self.was_leader {
+            self.shared.loss.fire();
+        }
+        if let Err(e) = self.storage.sync() {
+            tracing::error!(node = %self.local_id, error = %e, "final log sync failed");
+        }
+        self.outbound.close();
+        self.shared.publish_stopped(reason);
+        if let Some(reply) = self.shutdown_reply.take() {
+            let _ = reply.send(());
+        }
+    }
+
+    fn run_rounds(&mut self) -> Result<()> {
+        while let Some(first) = self.events.blocking_recv() {
+            if let Flow::Stop = self.handle(first)? {
+                return Ok(());
+            }
+            for _ in 0..MAX_DRAIN {
+                match self.events.try_recv() {
+                    Ok(ev) => {
+                        if let Flow::Stop = self.handle(ev)? {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            while let Ok(f) = self.failures.try_recv() {
+                match f {
+                    SendFailure::Unreachable(id) => self.raw.report_unreachable(id),
+                    SendFailure::Snapshot(id) => {
+                        self.raw.report_snapshot(id, SnapshotStatus::Failure)
+                    }
+                }
+            }
+            self.issue_reads();
+            self.process_ready()?;
+            self.after_round();
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader_info(&self) -> Option<LeaderInfo> {
+        let lid = self.raw.raft.leader_id;
+        if lid == 0 {
+            return None;
+        }
+        Some(match self.addresses.get(&lid) {
+            Some(m) => LeaderInfo {
+                id: m.id.clone(),
+                address: m.address.clone(),
+            },
+            None => LeaderInfo {
+                id: format!("raft-{lid}"),
+                address: String::new(),
+            },
+        })
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            leader: self.leader_info(),
+        }
+    }
+
+    fn handle(&mut self, ev: Event<S::Response>) -> Result<Flow> {
+        match ev {
+            Event::Tick => {
+                self.ticks += 1;
+                self.raw.tick();
+                if self.ticks % 64 == 0 {
+                    self.sweep_abandoned();
+                }
+            }
+            Event::Inbound {
+                from_id,
+                from_address,
+                messages,
+            } => self.step_inbound(from_id, from_address, messages),
+            Event::Propose { data, reply } => self.propose(data, reply),
+            Event::Read { reply } => {
+                if self.is_leader() {
+                    self.reads_unsent.push(reply);
+                } else {
+                    let _ = reply.send(Err(self.not_leader()));
+                }
+            }
+            Event::Membership {
+                change,
+                prev_index,
+                reply,
+            } => self.change_membership(change, prev_index, reply),
+            Event::Transfer { target, reply } => self.start_transfer(target, reply),
+            Event::Shutdown { reply } => {
+                self.shutdown_reply = Some(reply);
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn step_inbound(&mut self, from_id: String, from_address: String, messages: Vec<Message>) {
+        let from = raft_id(&from_id);
+        if !from_address.is_empty() {
+            let known = self
+                .addresses
+                .get(&from)
+                .is_some_and(|m| m.address == from_address && m.id == from_id);
+            if !known {
+                self.addresses.insert(
+                    from,
+                    Member {
+                        raft_id: from,
+                        id: from_id.clone(),
+                        address: from_address,
+                    },
+                );
+            }
+        }
+        let now = Instant::now();
+        for m in messages {
+            if m.from != from || m.to != self.local_raft_id {
+                tracing::warn!(node = %self.local_id, claimed = %from_id, from = m.from, to = m.to, "dropping misaddressed raft message");
+                continue;
+            }
+            if m.from == self.raw.raft.leader_id && m.term >= self.raw.raft.term {
+                self.last_leader_contact = Some(now);
+            }
+            if let Err(e) = self.raw.step(m) {
+                // StepPeerNotFound / StepLocalMsg are expected for stale
+                // responses and are harmless.
+                tracing::debug!(node = %self.local_id, error = %e, "step refused a message");
+            }
+        }
+    }
+
+    fn propose(&mut self, data: Bytes, reply: Reply<ProposalResult<S::Response>>) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            let _ = reply.send(Err(Error::TransferInProgress));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        let result = self.raw.propose(Vec::new(), data.to_vec());
+        let after = self.raw.raft.raft_log.last_index();
+        if result.is_err() || after != before + 1 {
+            // raft-rs drops proposals silently in a few states (e.g. the
+            // uncommitted-size limit); nothing was appended.
+            let _ = reply.send(Err(Error::Internal {
+                engine: "etcd",
+                message: "raft-rs dropped the proposal (uncommitted log too large); retry".into(),
+                source: None,
+            }));
+            return;
+        }
+        self.proposals.insert(after, (self.raw.raft.term, reply));
+    }
+
+    fn member_of(&self, id: &str) -> Option<(u64, bool)> {
+        let rid = raft_id(id);
+        if self.conf_state.voters.contains(&rid) {
+            Some((rid, true))
+        } else if self.conf_state.learners.contains(&rid) {
+            Some((rid, false))
+        } else {
+            None
+        }
+    }
+
+    fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        prev_index: Option<u64>,
+        reply: Reply<u64>,
+    ) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() || !self.conf_waiters.is_empty() {
+            let _ = reply.send(Err(Error::ConfChangePending));
+            return;
+        }
+        if let Some(expected) = prev_index {
+            if expected != self.conf_index {
+                let _ = reply.send(Err(Error::ConfigIndexMismatch {
+                    expected,
+                    actual: self.conf_index,
+                }));
+                return;
+            }
+        }
+        let built = match self.build_change(&change) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let (single, context) = built;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        cc.set_context(context.clone().into());
+        let before = self.raw.raft.raft_log.last_index();
+        let result = self.raw.propose_conf_change(context, cc);
+        let after = self.raw.raft.raft_log.last_index();
+        if let Err(e) = result {
+            let _ = reply.send(Err(Error::failed_precondition(format!(
+                "membership change refused: {e}"
+            ))));
+            return;
+        }
+        if after != before + 1 {
+            let _ = reply.send(Err(Error::TransferInProgress));
+            return;
+        }
+        self.conf_waiters.insert(after, (self.raw.raft.term, reply));
+    }
+
+    fn build_change(&self, change: &MembershipChange) -> Result<(ConfChangeSingle, Vec<u8>)> {
+        let single = |id: u64, ty: ConfChangeType| {
+            let mut s = ConfChangeSingle::default();
+            s.node_id = id;
+            s.set_change_type(ty);
+            s
+        };
+        let collision = |id: &str| -> Result<u64> {
+            let rid = raft_id(id);
+            match self.addresses.get(&rid) {
+                Some(m) if m.id != id => Err(Error::failed_precondition(format!(
+                    "node id {id:?} maps to the same raft id as member {:?}; choose another id",
+                    m.id
+                ))),
+                _ => Ok(rid),
+            }
+        };
+        match change {
+            MembershipChange::AddVoter { id, address } => {
+                let rid = collision(id)?;
+                if self.member_of(id) == Some((rid, true)) {
+                    return Err(Error::failed_precondition(format!(
+                        "{id} is already a voter"
+                    )));
+                }
+                Ok((
+                    single(rid, ConfChangeType::AddNode),
+                    encode_member(id, address),
+                ))
+            }
+            MembershipChange::AddLearner { id, address } => {
+                let rid = collision(id)?;
+                match self.member_of(id) {
+                    Some((_, true)) => Err(Error::failed_precondition(format!(
+                        "{id} is a voter; removing it first is required to make it a learner"
+                    ))),
+                    Some((_, false)) => Err(Error::failed_precondition(format!(
+                        "{id} is already a learner"
+                    ))),
+                    None => Ok((
+                        single(rid, ConfChangeType::AddLearnerNode),
+                        encode_member(id, address),
+                    )),
+                }
+            }
+            MembershipChange::Promote { id, catch_up } => {
+                let Some((rid, false)) = self.member_of(id) else {
+                    return Err(Error::failed_precondition(format!("{id} is not a learner")));
+                };
+                if let CatchUp::AtLeast(min) = catch_up {
+                    let matched = self.raw.raft.prs().get(rid).map(|p| p.matched).unwrap_or(0);
+                    if matched < min.get() {
+                        return Err(Error::failed_precondition(format!(
+                            "learner {id} has replicated up to index {matched}, below the required {min}"
+                        )));
+                    }
+                }
+                let address = self
+                    .addresses
+                    .get(&rid)
+                    .map(|m| m.address.clone())
+                    .unwrap_or_default();
+                Ok((
+                    single(rid, ConfChangeType::AddNode),
+                    encode_member(id, &address),
+                ))
+            }
+            MembershipChange::Remove { id } => {
+                let Some((rid, _)) = self.member_of(id) else {
+                    return Err(Error::failed_precondition(format!("{id} is not a member")));
+                };
+                if rid == self.local_raft_id {
+                    // raft-rs 0.7 never steps a removed leader down; the
+                    // engine transfers leadership before asking for this.
+                    return Err(Error::failed_precondition(
+                        "the leader cannot remove itself; transfer leadership first",
+                    ));
+                }
+                if self.conf_state.voters.len() == 1 && self.conf_state.voters.contains(&rid) {
+                    return Err(Error::failed_precondition("cannot remove the last voter"));
+                }
+                Ok((
+                    single(rid, ConfChangeType::RemoveNode),
+                    encode_member(id, ""),
+                ))
+            }
+        }
+    }
+
+    fn start_transfer(&mut self, target: TransferTarget, reply: Reply<()>) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.transfer.is_some() || self.raw.raft.lead_transferee.is_some() {
+            let _ = reply.send(Err(Error::TransferInProgress));
+            return;
+        }
+        let target = match target {
+            TransferTarget::Server(id) => match self.member_of(&id) {
+                Some((rid, true)) if rid == self.local_raft_id => {
+                    let _ = reply.send(Err(Error::failed_precondition(
+                        "cannot transfer leadership to the current leader",
+                    )));
+                    return;
+                }
+                Some((rid, true)) => rid,
+                Some((_, false)) => {
+                    let _ = reply.send(Err(Error::failed_precondition(format!(
+                        "{id} is a learner and cannot lead"
+                    ))));
+                    return;
+                }
+                None => {
+                    let _ = reply.send(Err(Error::failed_precondition(format!(
+                        "{id} is not a member"
+                    ))));
+                    return;
+                }
+            },
+            TransferTarget::Any => {
+                let best = self
+                    .conf_state
+                    .voters
+                    .iter()
+                    .filter(|v| **v != self.local_raft_id)
+                    .filter_map(|v| self.raw.raft.prs().get(*v).map(|p| (p.matched, *v)))
+                    .max();
+                match best {
+                    Some((_, rid)) => rid,
+                    None => {
+                        let _ = reply.send(Err(Error::failed_precondition(
+                            "no other voter to transfer leadership to",
+                        )));
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(node = %self.local_id, target, "transferring leadership");
+        self.raw.transfer_leader(target);
+        self.transfer = Some(TransferWait {
+            target,
+            started_tick: self.ticks,
+            reply,
+        });
+    }
+
+    fn next_read_ctx(&mut self) -> Vec<u8> {
+        self.read_seq += 1;
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(&self.local_raft_id.to_be_bytes());
+        ctx.extend_from_slice(&self.incarnation.to_be_bytes());
+        ctx.extend_from_slice(&self.read_seq.to_be_bytes());
+        ctx
+    }
+
+    /// Sends one ReadIndex for every read queued this round, and renews the
+    /// lease once per heartbeat interval.
+    fn issue_reads(&mut self) {
+        if !self.is_leader() {
+            let err = self.not_leader();
+            for r in self.reads_unsent.drain(..) {
+                let _ = r.send(Err(err.clone_kind()));
+            }
+            return;
+        }
+        // raft-rs silently drops ReadIndex until the leader has committed an
+        // entry of its term; hold reads until then instead of losing them.
+        if !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let renew = self.reads_inflight.is_empty()
+            && self.ticks >= self.last_renewal_tick + self.cfg.heartbeat_tick as u64;
+        if self.reads_unsent.is_empty() && !renew {
+            return;
+        }
+        self.last_renewal_tick = self.ticks;
+        let ctx = self.next_read_ctx();
+        let waiters = std::mem::take(&mut self.reads_unsent);
+        self.reads_inflight.insert(
+            ctx.clone(),
+            ReadRound {
+                sent_at: Instant::now(),
+                term: self.raw.raft.term,
+                waiters,
+            },
+        );
+        self.raw.read_index(ctx);
+    }
+
+    fn process_ready(&mut self) -> Result<()> {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            self.send_all(rd.take_messages());
+            if !rd.snapshot().is_empty() {
+                return Err(Error::Internal {
+                    engine: "etcd",
+                    message: "received a snapshot, which this build cannot install yet".into(),
+                    source: None,
+                });
+            }
+            self.on_role_change();
+            for rs in rd.take_read_states() {
+                self.on_read_state(rs.index, rs.request_ctx);
+            }
+            self.storage
+                .persist(rd.entries(), rd.hs(), rd.must_sync())?;
+            self.send_all(rd.take_persisted_messages());
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed)?;
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                self.storage.persist_commit(commit)?;
+            }
+            self.send_all(light.take_messages());
+            let committed = light.take_committed_entries();
+            self.apply_entries(committed)?;
+            self.raw.advance_apply();
+            self.release_reads();
+        }
+        self.on_role_change();
+        Ok(())
+    }
+
+    fn send_all(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            let to = m.to;
+            match self.addresses.get(&to) {
+                Some(member) if !member.address.is_empty() => {
+                    let address = member.address.clone();
+                    self.outbound.send(m, &address);
+                }
+                _ => {
+                    tracing::debug!(node = %self.local_id, to, "no address for peer; message dropped");
+                    self.raw.report_unreachable(to);
+                }
+            }
+        }
+    }
+
+    fn on_role_change(&mut self) {
+        let leader = self.is_leader();
+        if leader == self.was_leader {
+            return;
+        }
+        self.was_leader = leader;
+        if leader {
+            tracing::info!(node = %self.local_id, term = self.raw.raft.term, "became leader");
+            self.last_quorum_ack = None;
+            self.publish();
+            self.shared.acquired.fire();
+        } else {
+            tracing::info!(node = %self.local_id, term = self.raw.raft.term, "lost leadership");
+            self.last_quorum_ack = None;
+            self.fail_on_step_down();
+            self.publish();
+            self.shared.loss.fire();
+        }
+    }
+
+    fn fail_on_step_down(&mut self) {
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(Error::OutcomeUnknown {
+                reason: "leadership lost after the proposal was appended".into(),
+            }));
+        }
+        for (_, (_, reply)) in std::mem::take(&mut self.conf_waiters) {
+            let _ = reply.send(Err(Error::OutcomeUnknown {
+                reason: "leadership lost after the membership change was appended".into(),
+            }));
+        }
+        for (_, round) in self.reads_inflight.drain() {
+            for w in round.waiters {
+                let _ = w.send(Err(Error::LeadershipLost));
+            }
+        }
+        for w in self.reads_unsent.drain(..) {
+            let _ = w.send(Err(Error::LeadershipLost));
+        }
+        for (_, w) in self.reads_ready.drain(..) {
+            let _ = w.send(Err(Error::LeadershipLost));
+        }
+    }
+
+    fn on_read_state(&mut self, index: u64, ctx: Vec<u8>) {
+        let Some(round) = self.reads_inflight.remove(&ctx) else {
+            return;
+        };
+        if round.term == self.raw.raft.term && self.is_leader() {
+            // A quorum answered heartbeats sent at `sent_at` in this term, so
+            // none of them votes for another leader before
+            // sent_at + election timeout: that is the lease's base.
+            self.last_quorum_ack = Some(match self.last_quorum_ack {
+                Some(prev) if prev > round.sent_at => prev,
+                _ => round.sent_at,
+            });
+        }
+        for w in round.waiters {
+            self.reads_ready.push((index, w));
+        }
+    }
+
+    fn release_reads(&mut self) {
+        if self.reads_ready.is_empty() {
+            return;
+        }
+        let applied = self.raw.raft.raft_log.applied;
+        let mut keep = Vec::new();
+        for (index, w) in self.reads_ready.drain(..) {
+            if index <= applied {
+                let _ = w.send(Ok(index));
+            } else {
+                keep.push((index, w));
+            }
+        }
+        self.reads_ready = keep;
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        for entry in entries {
+            let index = entry.index;
+            let term = entry.term;
+            self.applied_term = term;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let conf_waiter = self.conf_waiters.remove(&index);
+                    if let Some((_, reply)) = conf_waiter {
+                        // raft-rs turns a refused conf change into an empty
+                        // normal entry at the same place.
+                        let _ = reply.send(Err(Error::ConfChangePending));
+                    }
+                    if entry.data.is_empty() {
+                        self.resolve_proposal_mismatch(index, term);
+                        continue;
+                    }
+                    let response = self.sm.apply(index, &entry.data);
+                    match self.proposals.remove(&index) {
+                        Some((t, reply)) if t == term => {
+                            let _ = reply.send(Ok(ProposalResult {
+                                commit_index: index,
+                                response,
+                            }));
+                        }
+                        Some((_, reply)) => {
+                            let _ = reply.send(Err(Error::LeadershipLost));
+                        }
+                        None => {}
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry)?;
+                    self.resolve_proposal_mismatch(index, term);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A proposal waiting at `index` whose entry was replaced by another
+    /// term's entry never committed.
+    fn resolve_proposal_mismatch(&mut self, index: u64, term: u64) {
+        if let Some((t, reply)) = self.proposals.remove(&index) {
+            if t != term {
+                let _ = reply.send(Err(Error::LeadershipLost));
+            } else {
+                self.proposals.insert(index, (t, reply));
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<()> {
+        let decode_err = |e| Error::storage("decode committed conf change", e);
+        // This backend proposes only V2 changes; V1 is accepted for logs
+        // written by other raft-rs applications' tooling.
+        let (cs, changes, context) = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(decode_err)?;
+            let cs = self.raw.apply_conf_change(&cc);
+            (cs, cc.get_changes().to_vec(), cc.context.clone())
+        } else {
+            let cc =
+                raft::eraftpb::ConfChange::parse_from_bytes(&entry.data).map_err(decode_err)?;
+            let cs = self.raw.apply_conf_change(&cc);
+            let mut single = ConfChangeSingle::default();
+            single.node_id = cc.node_id;
+            single.set_change_type(cc.get_change_type());
+            (cs, vec![single], cc.context.clone())
+        };
+        let cs = cs.map_err(|e| Error::Internal {
+            engine: "etcd",
+            message: format!("apply conf change at {}", entry.index),
+            source: Some(Box::new(e)),
+        })?;
+        for change in &changes {
+            let rid = change.node_id;
+            match change.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if let Some((id, address)) = decode_member(&context) {
+                        if !address.is_empty() && raft_id(&id) == rid {
+                            self.addresses.insert(
+                                rid,
+                                Member {
+                                    raft_id: rid,
+                                    id,
+                                    address,
+                                },
+                            );
+                        }
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    self.outbound.forget(rid);
+                }
+            }
+        }
+        self.conf_state = cs;
+        self.conf_index = entry.index;
+        if self.join_as_learner && self.conf_state.voters.contains(&self.local_raft_id) {
+            tracing::error!(
+                node = %self.local_id,
+                index = entry.index,
+                "node was started with join_as_learner but a membership change made it a voter"
+            );
+        }
+        if let Some((t, reply)) = self.conf_waiters.remove(&entry.index) {
+            if t == entry.term {
+                let _ = reply.send(Ok(entry.index));
+            } else {
+                let _ = reply.send(Err(Error::LeadershipLost));
+            }
+        }
+        Ok(())
+    }
+
+    fn after_round(&mut self) {
+        let Some(t) = &self.transfer else {
+            return;
+        };
+        let target = t.target;
+        let leader = self.raw.raft.leader_id;
+        let outcome = if leader == target && !self.is_leader() {
+            Some(Ok(()))
+        } else if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+            Some(Err(Error::TransferAborted {
+                reason:
+                    "raft-rs aborted the transfer (the target did not catch up in time or left)"
+                        .into(),
+            }))
+        } else if !self.is_leader() && leader != 0 && leader != target {
+            Some(Err(Error::TransferAborted {
+                reason: "another node became leader".into(),
+            }))
+        } else if self.ticks > t.started_tick + 2 * self.cfg.election_tick as u64 {
+            Some(Err(Error::TransferAborted {
+                reason: "the target did not take over within two election timeouts".into(),
+            }))
+        } else {
+            None
+        };
+        if let Some(result) = outcome {
+            if let Some(t) = self.transfer.take() {
+                let _ = t.reply.send(result);
+            }
+        }
+    }
+
+    /// Drops waiters whose callers went away (their futures were dropped).
+    fn sweep_abandoned(&mut self) {
+        self.proposals.retain(|_, (_, r)| !r.is_closed());
+        self.reads_ready.retain(|(_, r)| !r.is_closed());
+        self.reads_unsent.retain(|r| !r.is_closed());
+    }
+
+    fn fail_everything(&mut self, reason: &StopReason) {
+        let appended = || Error::OutcomeUnknown {
+            reason: format!("engine stopped ({reason:?}) before the entry was known to commit"),
+        };
+        for (_, (_, r)) in std::mem::take(&mut self.proposals) {
+            let _ = r.send(Err(appended()));
+        }
+        for (_, (_, r)) in std::mem::take(&mut self.conf_waiters) {
+            let _ = r.send(Err(appended()));
+        }
+        for (_, round) in self.reads_inflight.drain() {
+            for w in round.waiters {
+                let _ = w.send(Err(Error::Shutdown));
+            }
+        }
+        for w in self.reads_unsent.drain(..) {
+            let _ = w.send(Err(Error::Shutdown));
+        }
+        for (_, w) in self.reads_ready.drain(..) {
+            let _ = w.send(Err(Error::Shutdown));
+        }
+        if let Some(t) = self.transfer.take() {
+            let _ = t.reply.send(Err(Error::Shutdown));
+        }
+        // Requests still queued get Shutdown when their sender sees the
+        // closed channel.
+        self.events.close();
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                Event::Propose { reply, .. } => {
+                    let _ = reply.send(Err(Error::Shutdown));
+                }
+                Event::Read { reply } => {
+                    let _ = reply.send(Err(Error::Shutdown));
+                }
+                Event::Membership { reply, .. } => {
+                    let _ = reply.send(Err(Error::Shutdown));
+                }
+                Event::Transfer { reply, .. } => {
+                    let _ = reply.send(Err(Error::Shutdown));
+                }
+                Event::Shutdown { reply } => {
+                    let _ = reply.send(());
+                }
+                Event::Tick | Event::Inbound { .. } => {}
+            }
+        }
+    }
+
+    fn configuration(&self) -> Configuration {
+        let server = |rid: &u64, voter: bool| {
+            let (id, address) = match self.addresses.get(rid) {
+                Some(m) => (m.id.clone(), m.address.clone()),
+                None => (format!("raft-{rid}"), String::new()),
+            };
+            if voter {
+                Server::voter(id, address)
+            } else {
+                Server::learner(id, address)
+            }
+        };
+        let mut servers: Vec<Server> = self
+            .conf_state
+            .voters
+            .iter()
+            .map(|r| server(r, true))
+            .chain(self.conf_state.learners.iter().map(|r| server(r, false)))
+            .collect();
+        servers.sort_by(|a, b| a.id.cmp(&b.id));
+        Configuration {
+            index: self.conf_index,
+            servers,
+        }
+    }
+
+    fn publish(&self) {
+        let raft = &self.raw.raft;
+        let state = match raft.state {
+            StateRole::Leader => State::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => State::Candidate,
+            StateRole::Follower => {
+                if self.conf_state.learners.contains(&self.local_raft_id) {
+                    State::Learner
+                } else {
+                    State::Follower
+                }
+            }
+        };
+        let mut status = Status::new(state);
+        status.leader = self.leader_info();
+        status.term = raft.term;
+        status.commit_index = raft.raft_log.committed;
+        status.applied_index = raft.raft_log.applied;
+        status.last_log_index = raft.raft_log.last_index();
+        status.last_snapshot_index = 0;
+        status.fsm_pending = raft
+            .raft_log
+            .committed
+            .saturating_sub(raft.raft_log.applied);
+        let members = self.conf_state.voters.len() + self.conf_state.learners.len();
+        let me = usize::from(
+            self.conf_state.voters.contains(&self.local_raft_id)
+                || self.conf_state.learners.contains(&self.local_raft_id),
+        );
+        status.num_peers = (members - me) as u64;
+        status.last_contact = if state == State::Leader {
+            Some(std::time::Duration::ZERO)
+        } else {
+            self.last_leader_contact.map(|t| t.elapsed())
+        };
+        status.lead_transferee = raft.lead_transferee.map(|rid| {
+            self.addresses
+                .get(&rid)
+                .map(|m| m.id.clone())
+                .unwrap_or_else(|| format!("raft-{rid}"))
+        });
+        status.configuration_index = self.conf_index;
+        status.pending_conf_change = raft.has_pending_conf() || !self.conf_waiters.is_empty();
+        let lease = LeaseBasis {
+            state,
+            term: raft.term,
+            last_quorum_ack: if state == State::Leader {
+                self.last_quorum_ack
+            } else {
+                None
+            },
+            transfer_in_progress: raft.lead_transferee.is_some() || self.transfer.is_some(),
+            applied_current_term: self.applied_term == raft.term,
+            applied_index: raft.raft_log.applied,
+        };
+        self.shared.publish(status, lease, self.configuration());
+    }
+}
+
+trait CloneKind {
+    fn clone_kind(&self) -> Error;
+}
+
+impl CloneKind for Error {
+    /// `Error` is not `Clone` (it carries sources); the loop only needs to
+    /// copy the leader hint of a `NotLeader` to several waiters.
+    fn clone_kind(&self) -> Error {
+        match self {
+            Error::NotLeader { leader } => Error::NotLeader {
+                leader: leader.clone(),
+            },
+            other => Error::Internal {
+                engine: "etcd",
+                message: other.to_string(),
+                source: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! [`EtcdFactory`]: opens the data dir, decides bootstrap / join / restart,
+//! starts the loop thread, the ticker and the transport service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use raft::{RawNode, ReadOnlyOption};
+use tokio::sync::mpsc;
+
+use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
+
+use crate::config::EtcdConfig;
+use crate::driver::{Driver, Event};
+use crate::engine::EtcdEngine;
+use crate::ids::raft_id;
+use crate::shared::Shared;
+use crate::storage::{Member, RaftStorage};
+use crate::transport::{Inbound, Outbound};
+
+/// Capacity of the transport-failure report queue.
+const FAILURE_QUEUE: usize = 1024;
+
+/// Creates raft-rs engines with one [`EtcdConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct EtcdFactory {
+    config: EtcdConfig,
+}
+
+impl EtcdFactory {
+    /// A factory whose engines use `config`.
+    pub fn new(config: EtcdConfig) -> Self {
+        EtcdFactory { config }
+    }
+
+    /// The settings engines are created with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+}
+
+fn members_of<S>(cfg: &FactoryConfig<S>) -> Vec<Member> {
+    let mut members: Vec<Member> = cfg
+        .peers
+        .iter()
+        .map(|p| Member {
+            raft_id: raft_id(&p.id),
+            id: p.id.clone(),
+            address: p.address.clone(),
+        })
+        .collect();
+    if !cfg.peers.iter().any(|p| p.id == cfg.local_id) {
+        members.push(Member {
+            raft_id: raft_id(&cfg.local_id),
+            id: cfg.local_id.clone(),
+            address: cfg.local_address.clone(),
+        });
+    }
+    members
+}
+
+fn check_collisions(members: &[Member]) -> Result<()> {
+    let mut seen: HashMap<u64, &str> = HashMap::new();
+    for m in members {
+        if let Some(other) = seen.insert(m.raft_id, &m.id) {
+            if other != m.id {
+                return Err(Error::InvalidConfig(format!(
+                    "node ids {other:?} and {:?} map to the same raft id; rename one",
+                    m.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Factory for EtcdFactory {
+    fn engine_type(&self) -> &'static str {
+        crate::ENGINE_TYPE
+    }
+
+    async fn create<S: StateMachine>(
+        &self,
+        config: FactoryConfig<S>,
+    ) -> Result<FactoryResult<S::Response>> {
+        config.validate()?;
+        self.config.validate()?;
+        let members = members_of(&config);
+        check_collisions(&members)?;
+        let local_raft_id = raft_id(&config.local_id);
+
+        let data_dir = config.data_dir.clone();
+        let local_id = config.local_id.clone();
+        let bootstrap = config.bootstrap;
+        let voters: Vec<u64> = config
+            .bootstrap_voters()
+            .iter()
+            .map(|s| raft_id(&s.id))
+            .collect();
+        let has_peers = !config.peers.is_empty();
+        let members_for_init = members.clone();
+        // Opening the log reads and may repair files: keep it off the runtime.
+        let opened = tokio::task::spawn_blocking(move || -> Result<_> {
+            let opened = RaftStorage::open(&data_dir, &local_id)?;
+            if !opened.existed {
+                if bootstrap {
+                    opened
+                        .storage
+                        .initialize(&data_dir, &local_id, &voters, &members_for_init)?;
+                } else if has_peers {
+                    opened
+                        .storage
+                        .initialize(&data_dir, &local_id, &[], &members_for_init)?;
+                } else {
+                    return Err(Error::InvalidConfig(format!(
+                        "{} holds no node, and there is neither bootstrap nor a peer list: \
+                         refusing to start a node that could only form a cluster of its own",
+                        data_dir.display()
+                    )));
+                }
+            }
+            Ok(opened)
+        })
+        .await
+        .map_err(|e| Error::Internal {
+            engine: crate::ENGINE_TYPE,
+            message: "storage open task failed".into(),
+            source: Some(Box::new(e)),
+        })??;
+        if opened.existed && bootstrap {
+            tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
+        }
+
+        let mut addresses: HashMap<u64, Member> = HashMap::new();
+        for m in opened.members.iter().chain(members.iter()) {
+            addresses.insert(m.raft_id, m.clone());
+        }
+
+        let raft_cfg = raft::Config {
+            id: local_raft_id,
+            election_tick: self.config.election_tick,
+            heartbeat_tick: self.config.heartbeat_tick,
+            // The state machine is fresh at every start: replay everything
+            // after the base (no snapshots yet, so from the beginning).
+            applied: 0,
+            max_size_per_msg: self.config.max_size_per_msg,
+            max_inflight_msgs: self.config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_uncommitted_size: (self.config.max_proposal_bytes as u64).saturating_mul(64),
+            ..raft::Config::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
+            Error::Internal {
+                engine: crate::ENGINE_TYPE,
+                message: "create raft node".into(),
+                source: Some(Box::new(e)),
+            }
+        })?;
+
+        let (events_tx, events_rx) =
+            mpsc::channel::<Event<S::Response>>(self.config.max_pending_requests);
+        let (failures_tx, failures_rx) = mpsc::channel(FAILURE_QUEUE);
+        let outbound = Outbound::new(
+            config.local_id.clone(),
+            config.local_address.clone(),
+            self.config.rpc_timeout,
+            tokio::runtime::Handle::current(),
+            failures_tx,
+        );
+        let shared = Arc::new(Shared::new());
+        let driver = Driver::new(
+            raw,
+            opened.storage,
+            config.state_machine,
+            self.config.clone(),
+            config.local_id.clone(),
+            config.join_as_learner,
+            addresses,
+            outbound,
+            failures_rx,
+            events_rx,
+            shared.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-etcd-{}", config.local_id))
+            .spawn(move || driver.run())
+            .map_err(|e| Error::Internal {
+                engine: crate::ENGINE_TYPE,
+                message: "spawn raft loop thread".into(),
+                source: Some(Box::new(e)),
+            })?;
+
+        let tick = self.config.tick_interval;
+        let tick_tx = events_tx.clone();
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if tick_tx.send(Event::Tick).await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let inbound = Inbound::new(events_tx.clone(), self.config.rpc_timeout);
+        let transport = tonic::service::Routes::new(inbound.into_service());
+        let engine = EtcdEngine {
+            local_id: config.local_id,
+            cfg: self.config.clone(),
+            events: events_tx,
+            shared,
+            ticker,
+            thread: Mutex::new(Some(thread)),
+            shutdown_lock: tokio::sync::Mutex::new(()),
+        };
+        Ok(FactoryResult {
+            engine: Arc::new(engine),
+            transport,
+        })
+    }
+}

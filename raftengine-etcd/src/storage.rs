@@ -1,0 +1,501 @@
+//! Durable Raft storage on `raft-engine` (tikv's log store for raft-rs).
+//!
+//! Layout under `<data_dir>/raft-log/` (raft-engine's own files), one raft
+//! group (id 1) with these keys next to the entries:
+//!
+//! | key | value |
+//! |---|---|
+//! | `node` | the local node's string id; a dir of another node is refused |
+//! | `hs` | the `HardState` (term, vote, commit) |
+//! | `cs` | the `ConfState` the log replays from (bootstrap or snapshot) |
+//! | `members` | `raft id \t string id \t address` lines for that base |
+//!
+//! Entries and the hard state of one Ready go into one `LogBatch`, written with
+//! fsync when raft-rs says the Ready must be synced, so they are atomic and
+//! durable before any message that depends on them is sent. A torn tail left
+//! by a crash in the middle of a write is dropped at open (it was never
+//! acknowledged); any other corruption fails the open with a storage error.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, RecoveryMode};
+
+use raftengine::{Error, Result};
+
+const GROUP: u64 = 1;
+const KEY_NODE: &[u8] = b"node";
+const KEY_HARD_STATE: &[u8] = b"hs";
+const KEY_CONF_STATE: &[u8] = b"cs";
+const KEY_MEMBERS: &[u8] = b"members";
+/// Written (and fsynced) next to the log when a node is created. raft-engine
+/// drops a damaged tail silently; if the damage reaches back to the first
+/// batch the log would look brand new, and this file is how we notice.
+const IDENTITY_FILE: &str = "node-id";
+
+/// raft-engine needs to know how to read an entry's index.
+#[derive(Debug)]
+struct EntryExt;
+
+impl MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// A member as persisted in the address book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) raft_id: u64,
+    pub(crate) id: String,
+    pub(crate) address: String,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the newest snapshot (0, 0 before any).
+    snap_index: u64,
+    snap_term: u64,
+}
+
+/// The raft-rs `Storage` over raft-engine. Cheap to clone; the Raft loop
+/// writes through [`RaftStorage::persist`], raft-rs reads through the trait.
+#[derive(Clone)]
+pub(crate) struct RaftStorage {
+    engine: Arc<LogEngine>,
+    cached: Arc<Mutex<Cached>>,
+}
+
+impl std::fmt::Debug for RaftStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStorage")
+            .field("dir", &self.engine.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`RaftStorage::open`] found.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) storage: RaftStorage,
+    /// False when the directory held no node yet.
+    pub(crate) existed: bool,
+    pub(crate) members: Vec<Member>,
+}
+
+fn storage_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::storage(what.to_owned(), e)
+}
+
+impl RaftStorage {
+    /// Opens (creating if needed) the log under `data_dir` for `local_id`.
+    /// Blocking: call it off the async runtime.
+    pub(crate) fn open(data_dir: &Path, local_id: &str) -> Result<Opened> {
+        let dir = data_dir.join("raft-log");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| storage_err(&format!("create {}", dir.display()), e))?;
+        let cfg = LogConfig {
+            dir: dir.to_string_lossy().into_owned(),
+            // A torn tail is an unacknowledged write cut by a crash and may be
+            // dropped; corruption anywhere else is an error, never skipped.
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            ..LogConfig::default()
+        };
+        let engine = LogEngine::open(cfg)
+            .map_err(|e| storage_err(&format!("open raft log in {}", dir.display()), e))?;
+        let engine = Arc::new(engine);
+        let node = engine.get(GROUP, KEY_NODE);
+        let existed = match node {
+            Some(stored) if stored == local_id.as_bytes() => true,
+            Some(stored) => {
+                return Err(Error::Storage {
+                    message: format!(
+                        "{} belongs to node {:?}, not {:?}",
+                        data_dir.display(),
+                        String::from_utf8_lossy(&stored),
+                        local_id
+                    ),
+                    source: None,
+                });
+            }
+            None => false,
+        };
+        let identity = data_dir.join(IDENTITY_FILE);
+        if !existed && identity.exists() {
+            return Err(Error::Storage {
+                message: format!(
+                    "{} was initialized ({} exists) but its raft log is empty: the log was \
+                     lost or truncated by corruption; refusing to start as a new node",
+                    data_dir.display(),
+                    identity.display()
+                ),
+                source: None,
+            });
+        }
+        let hard_state: HardState = engine
+            .get_message(GROUP, KEY_HARD_STATE)
+            .map_err(|e| storage_err("read hard state", e))?
+            .unwrap_or_default();
+        let conf_state: ConfState = engine
+            .get_message(GROUP, KEY_CONF_STATE)
+            .map_err(|e| storage_err("read conf state", e))?
+            .unwrap_or_default();
+        let members = match engine.get(GROUP, KEY_MEMBERS) {
+            Some(raw) => decode_members(&raw)?,
+            None => Vec::new(),
+        };
+        let storage = RaftStorage {
+            engine,
+            cached: Arc::new(Mutex::new(Cached {
+                hard_state,
+                conf_state,
+                snap_index: 0,
+                snap_term: 0,
+            })),
+        };
+        if existed {
+            storage.check_consistency()?;
+        }
+        Ok(Opened {
+            storage,
+            existed,
+            members,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cached> {
+        // The cache holds plain values; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hard state must not point past the log: that would mean the log
+    /// lost entries the node had acknowledged.
+    fn check_consistency(&self) -> Result<()> {
+        let commit = self.lock().hard_state.commit;
+        let last = self.last_index_raw();
+        if commit > last {
+            return Err(Error::Storage {
+                message: format!(
+                    "raft log is missing entries: commit index {commit} is past the last entry {last}"
+                ),
+                source: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a brand-new node: its identity, the initial voters (empty for a
+    /// node that waits to be added) and their addresses. Synced.
+    pub(crate) fn initialize(
+        &self,
+        data_dir: &Path,
+        local_id: &str,
+        voters: &[u64],
+        members: &[Member],
+    ) -> Result<()> {
+        let mut cs = ConfState::default();
+        cs.set_voters(voters.to_vec());
+        let mut batch = LogBatch::default();
+        batch
+            .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
+            .map_err(|e| storage_err("encode node id", e))?;
+        batch
+            .put_message(GROUP, KEY_CONF_STATE.to_vec(), &cs)
+            .map_err(|e| storage_err("encode conf state", e))?;
+        batch
+            .put(GROUP, KEY_MEMBERS.to_vec(), encode_members(members))
+            .map_err(|e| storage_err("encode members", e))?;
+        self.engine
+            .write(&mut batch, true)
+            .map_err(|e| storage_err("write initial state", e))?;
+        write_synced(&data_dir.join(IDENTITY_FILE), local_id.as_bytes())?;
+        self.lock().conf_state = cs;
+        Ok(())
+    }
+
+    /// Persists one Ready's entries and hard state atomically; fsyncs when
+    /// `sync`. Entries at or after the first new index replace the old tail.
+    pub(crate) fn persist(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<()> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let mut batch = LogBatch::default();
+        if !entries.is_empty() {
+            batch
+                .add_entries::<EntryExt>(GROUP, entries)
+                .map_err(|e| storage_err("encode entries", e))?;
+        }
+        if let Some(hs) = hard_state {
+            batch
+                .put_message(GROUP, KEY_HARD_STATE.to_vec(), hs)
+                .map_err(|e| storage_err("encode hard state", e))?;
+        }
+        self.engine
+            .write(&mut batch, sync)
+            .map_err(|e| storage_err("write raft log", e))?;
+        if let Some(hs) = hard_state {
+            self.lock().hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Updates only the commit index (raft-rs's `LightReady::commit_index`);
+    /// no fsync needed: a lost commit index is re-learned from the leader.
+    pub(crate) fn persist_commit(&self, commit: u64) -> Result<()> {
+        let mut hs = self.lock().hard_state.clone();
+        if hs.commit >= commit {
+            return Ok(());
+        }
+        hs.commit = commit;
+        self.persist(&[], Some(&hs), false)
+    }
+
+    /// Forces everything written so far to disk.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.engine
+            .sync()
+            .map_err(|e| storage_err("sync raft log", e))
+    }
+
+    fn last_index_raw(&self) -> u64 {
+        let snap = self.lock().snap_index;
+        self.engine.last_index(GROUP).unwrap_or(snap).max(snap)
+    }
+
+    fn first_index_raw(&self) -> u64 {
+        self.lock().snap_index + 1
+    }
+}
+
+impl raft::Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.lock();
+        Ok(RaftState {
+            hard_state: c.hard_state.clone(),
+            conf_state: c.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index_raw() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_raw() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let max = max_size.into().map(|m| m as usize);
+        self.engine
+            .fetch_entries_to::<EntryExt>(GROUP, low, high, max, &mut out)
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        // raft-rs expects at least one entry even if it exceeds max_size;
+        // raft-engine already honours that.
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (snap_index, snap_term) = {
+            let c = self.lock();
+            (c.snap_index, c.snap_term)
+        };
+        if idx == snap_index {
+            return Ok(snap_term);
+        }
+        if idx < snap_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.engine.get_entry::<EntryExt>(GROUP, idx) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(raft::Error::Store(StorageError::Other(Box::new(e)))),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index_raw())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_raw())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted yet, so a follower can always be caught
+        // up with entries; raft-rs retries later on this answer.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync dir.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let err = |what: &str, e: std::io::Error| storage_err(&format!("{what} {}", path.display()), e);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;
+    f.write_all(bytes).map_err(|e| err("write", e))?;
+    f.sync_all().map_err(|e| err("sync", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("sync dir of", e))?;
+    }
+    Ok(())
+}
+
+fn encode_members(members: &[Member]) -> Vec<u8> {
+    let mut out = String::new();
+    for m in members {
+        out.push_str(&format!("{}\t{}\t{}\n", m.raft_id, m.id, m.address));
+    }
+    out.into_bytes()
+}
+
+fn decode_members(raw: &[u8]) -> Result<Vec<Member>> {
+    let corrupt = || Error::Storage {
+        message: "corrupt member list in raft log".into(),
+        source: None,
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| corrupt())?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, '\t');
+        let (Some(rid), Some(id), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(corrupt());
+        };
+        out.push(Member {
+            raft_id: rid.parse().map_err(|_| corrupt())?,
+            id: id.to_owned(),
+            address: addr.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    #[test]
+    fn entries_and_hard_state_survive_reopen_and_tails_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = RaftStorage::open(dir.path(), "n1").unwrap();
+            assert!(!o.existed);
+            o.storage
+                .initialize(
+                    dir.path(),
+                    "n1",
+                    &[7],
+                    &[Member {
+                        raft_id: 7,
+                        id: "n1".into(),
+                        address: "a:1".into(),
+                    }],
+                )
+                .unwrap();
+            let mut hs = HardState::default();
+            hs.term = 2;
+            hs.vote = 7;
+            hs.commit = 2;
+            o.storage
+                .persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs), true)
+                .unwrap();
+            // A new leader overwrites index 3 onward.
+            o.storage.persist(&[entry(3, 2)], None, true).unwrap();
+        }
+        let o = RaftStorage::open(dir.path(), "n1").unwrap();
+        assert!(o.existed);
+        assert_eq!(o.members.len(), 1);
+        let s = o.storage;
+        let st = s.initial_state().unwrap();
+        assert_eq!(st.hard_state.term, 2);
+        assert_eq!(st.hard_state.commit, 2);
+        assert_eq!(st.conf_state.voters, vec![7]);
+        assert_eq!(s.first_index().unwrap(), 1);
+        assert_eq!(s.last_index().unwrap(), 3);
+        assert_eq!(s.term(3).unwrap(), 2);
+        let es = s
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(es.len(), 3);
+        assert_eq!(&es[0].data[..], b"e1");
+    }
+
+    #[test]
+    fn a_dir_of_another_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = RaftStorage::open(dir.path(), "n1").unwrap();
+        o.storage.initialize(dir.path(), "n1", &[1], &[]).unwrap();
+        drop(o);
+        let err = RaftStorage::open(dir.path(), "n2").unwrap_err();
+        assert!(matches!(err, Error::Storage { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_in_the_log_dir_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let o = RaftStorage::open(dir.path(), "n1").unwrap();
+            o.storage.initialize(dir.path(), "n1", &[1], &[]).unwrap();
+            let mut hs = HardState::default();
+            hs.commit = 3;
+            o.storage
+                .persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs), true)
+                .unwrap();
+        }
+        // Overwrite the middle of every log file with garbage.
+        for f in std::fs::read_dir(dir.path().join("raft-log")).unwrap() {
+            let p = f.unwrap().path();
+            let len = std::fs::metadata(&p).unwrap().len();
+            if len > 64 {
+                let mut bytes = std::fs::read(&p).unwrap();
+                for b in bytes.iter_mut().skip(16).take((len as usize - 16) / 2) {
+                    *b = 0xA5;
+                }
+                std::fs::write(&p, bytes).unwrap();
+            }
+        }
+        match RaftStorage::open(dir.path(), "n1") {
+            Err(Error::Storage { .. }) => {}
+            Err(other) => panic!("expected a storage error, got {other}"),
+            Ok(o) => {
+                // raft-engine may treat the damage as a torn tail; then the
+                // commit check must refuse a log that lost committed entries.
+                panic!(
+                    "corrupt log opened silently: last index {}",
+                    o.storage.last_index().unwrap()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The gRPC transport: an inbound tonic service and one sender per peer.
+//!
+//! Each peer gets two lanes, each with its own HTTP/2 connection, bounded
+//! queue and task: the **control** lane (heartbeats, votes, responses,
+//! ReadIndex) and the **bulk** lane (appends). A big append batch therefore
+//! never delays a heartbeat, which the lease depends on. Each lane drains its
+//! queue into one `Send` call per round (many raft messages per frame) with a
+//! deadline. A failed send reports the peer unreachable to raft-rs, which then
+//! probes instead of streaming; a full queue drops the message (Raft tolerates
+//! loss and retransmits) and reports the same.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::driver::Event;
+
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub(crate) mod pb {
+    tonic::include_proto!("raftengine.etcd.v1");
+}
+
+use pb::raft_transport_client::RaftTransportClient;
+use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
+use pb::{MessageBatch, SendReply};
+
+/// Most messages one lane packs into one call.
+const MAX_BATCH_MESSAGES: usize = 512;
+/// Most bytes one lane packs into one call (a lone larger message still goes).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Queue depth per lane.
+const LANE_QUEUE: usize = 4096;
+/// Largest frame accepted from a peer.
+pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where inbound batches go: the Raft loop's event queue.
+pub(crate) struct Inbound<R: Send + 'static> {
+    events: mpsc::Sender<Event<R>>,
+    enqueue_timeout: Duration,
+}
+
+impl<R: Send + 'static> Clone for Inbound<R> {
+    fn clone(&self) -> Self {
+        Inbound {
+            events: self.events.clone(),
+            enqueue_timeout: self.enqueue_timeout,
+        }
+    }
+}
+
+impl<R: Send + 'static> Inbound<R> {
+    pub(crate) fn new(events: mpsc::Sender<Event<R>>, enqueue_timeout: Duration) -> Self {
+        Inbound {
+            events,
+            enqueue_timeout,
+        }
+    }
+
+    /// The tonic service to mount.
+    pub(crate) fn into_service(self) -> RaftTransportServer<Self> {
+        RaftTransportServer::new(self)
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Send + 'static> RaftTransport for Inbound<R> {
+    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
+        let batch = request.into_inner();
+        if batch.from_id.is_empty() {
+            return Err(Status::invalid_argument("batch without a sender id"));
+        }
+        let mut messages = Vec::with_capacity(batch.messages.len());
+        for raw in &batch.messages {
+            let m = Message::parse_from_bytes(raw)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            messages.push(m);
+        }
+        let event = Event::Inbound {
+            from_id: batch.from_id,
+            from_address: batch.from_address,
+            messages,
+        };
+        match self.events.send_timeout(event, self.enqueue_timeout).await {
+            Ok(()) => Ok(Response::new(SendReply {})),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                Err(Status::resource_exhausted("raft loop is overloaded"))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                Err(Status::unavailable("raft engine is shut down"))
+            }
+        }
+    }
+}
+
+/// Feedback from a lane to the Raft loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SendFailure {
+    /// The peer could not be reached.
+    Unreachable(u64),
+    /// A snapshot to the peer failed.
+    Snapshot(u64),
+}
+
+struct Lane {
+    queue: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+}
+
+struct Peer {
+    address: String,
+    control: Lane,
+    bulk: Lane,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.control.task.abort();
+        self.bulk.task.abort();
+    }
+}
+
+/// The outbound side: per-peer lanes, created on first use.
+pub(crate) struct Outbound {
+    local_id: String,
+    local_address: String,
+    rpc_timeout: Duration,
+    runtime: Handle,
+    failures: mpsc::Sender<SendFailure>,
+    peers: Mutex<HashMap<u64, Peer>>,
+}
+
+impl Outbound {
+    /// `failures` is bounded; when it is full the report is dropped, which
+    /// only delays raft-rs's switch to probing.
+    pub(crate) fn new(
+        local_id: String,
+        local_address: String,
+        rpc_timeout: Duration,
+        runtime: Handle,
+        failures: mpsc::Sender<SendFailure>,
+    ) -> Arc<Self> {
+        Arc::new(Outbound {
+            local_id,
+            local_address,
+            rpc_timeout,
+            runtime,
+            failures,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Queues `msg` for its target at `address`. Never blocks.
+    pub(crate) fn send(&self, msg: Message, address: &str) {
+        let to = msg.to;
+        let bulk = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgSnapshot
+        );
+        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = peers.get(&to).is_some_and(|p| p.address != address);
+        if stale {
+            peers.remove(&to);
+        }
+        let peer = match peers.get(&to) {
+            Some(p) => p,
+            None => match self.connect(to, address) {
+                Some(p) => peers.entry(to).or_insert(p),
+                None => {
+                    let _ = self.failures.try_send(SendFailure::Unreachable(to));
+                    return;
+                }
+            },
+        };
+        let lane = if bulk { &peer.bulk } else { &peer.control };
+        if lane.queue.try_send(msg).is_err() {
+            let _ = self.failures.try_send(if is_snapshot {
+                SendFailure::Snapshot(to)
+            } else {
+                SendFailure::Unreachable(to)
+            });
+        }
+    }
+
+    /// Drops the lanes of a peer that left the configuration.
+    pub(crate) fn forget(&self, raft_id: u64) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&raft_id);
+    }
+
+    /// Drops every lane (shutdown).
+    pub(crate) fn close(&self) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn endpoint(&self, address: &str) -> Option<Endpoint> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
+        Some(
+            endpoint
+                .connect_timeout(self.rpc_timeout)
+                .timeout(self.rpc_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(self.rpc_timeout)
+                .keep_alive_while_idle(true),
+        )
+    }
+
+    fn connect(&self, to: u64, address: &str) -> Option<Peer> {
+        let endpoint = self.endpoint(address)?;
+        let _guard = self.runtime.enter();
+        let lane = |channel: Channel| {
+            let (queue, rx) = mpsc::channel(LANE_QUEUE);
+            let client = RaftTransportClient::new(channel)
+                .max_decoding_message_size(MAX_FRAME_BYTES)
+                .max_encoding_message_size(MAX_FRAME_BYTES);
+            let task = self.runtime.spawn(run_lane(
+                to,
+                client,
+                rx,
+                self.local_id.clone(),
+                self.local_address.clone(),
+                self.rpc_timeout,
+                self.failures.clone(),
+            ));
+            Lane { queue, task }
+        };
+        Some(Peer {
+            address: address.to_owned(),
+            control: lane(endpoint.clone().connect_lazy()),
+            bulk: lane(endpoint.connect_lazy()),
+        })
+    }
+}
+
+async fn run_lane(
+    to: u64,
+    mut client: RaftTransportClient<Channel>,
+    mut rx: mpsc::Receiver<Message>,
+    from_id: String,
+    from_address: String,
+    rpc_timeout: Duration,
+    failures: mpsc::Sender<SendFailure>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = 0usize;
+        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    bytes += m.compute_size() as usize;
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let has_snapshot = batch
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        let mut encoded = Vec::with_capacity(batch.len());
+        for m in &batch {
+            match m.write_to_bytes() {
+                Ok(b) => encoded.push(Bytes::from(b)),
+                Err(e) => tracing::error!(to, error = %e, "cannot encode raft message; dropped"),
+            }
+        }
+        let mut request = Request::new(MessageBatch {
+            from_id: from_id.clone(),
+            from_address: from_address.clone(),
+            messages: encoded,
+        });
+        request.set_timeout(rpc_timeout);
+        let result = tokio::time::timeout(rpc_timeout, client.send(request)).await;
+        let failed = match result {
+            Ok(Ok(_)) => false,
+            Ok(Err(status)) => {
+                tracing::debug!(to, code = ?status.code(), message = status.message(), "raft send failed");
+                true
+            }
+            Err(_) => {
+                tracing::debug!(to, "raft send timed out");
+                true
+            }
+        };
+        if failed {
+            let _ = failures.try_send(SendFailure::Unreachable(to));
+            if has_snapshot {
+                let _ = failures.try_send(SendFailure::Snapshot(to));
+            }
+        }
+    }
+}
