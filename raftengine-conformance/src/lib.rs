@@ -1,6 +1,76 @@
 //! # raftengine-conformance
 //!
-//! The shared suite every `raftengine` backend must pass.
+//! The shared suite every `raftengine` backend must pass: the executable
+//! contract of the `raftengine` traits.
 //!
-//! **Status:** not implemented yet; tracked by issue #5 (it grows together
-//! with the first backend, issue #3).
+//! Each case is a plain `pub async fn` over a [`Factory`](raftengine::Factory)
+//! in [`cases`]; it builds a fresh [`Cluster`] of real nodes (own tonic
+//! server on a loopback port chosen by the OS, own temporary data dir, the
+//! reference [`KvStateMachine`]) and panics with a message naming what
+//! failed. Waits poll with deadlines ([`wait_for`]); nothing sleeps for
+//! synchronisation.
+//!
+//! ## Adopting the suite
+//!
+//! In the backend crate, add this crate and `tokio` (features `macros`,
+//! `rt-multi-thread`) as dev-dependencies, then write
+//! `tests/conformance.rs`:
+//!
+//! ```ignore
+//! raftengine_conformance::conformance_tests!(my_backend::MyFactory::default());
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per case, named after it, each
+//! calling the case with a fresh factory built from the expression.
+
+pub mod cases;
+mod harness;
+mod kv;
+
+pub use harness::{Cluster, KvEngine, Node, WAIT, wait_for};
+pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
+
+/// Stamps one `#[tokio::test]` per conformance case into the calling module.
+/// `$factory` is an expression evaluated afresh for every case.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases $factory;
+            basics::single_node_elects_itself,
+            basics::propose_returns_response_and_commit_index,
+            basics::propose_admin_behaves_like_propose,
+            basics::replicas_apply_the_identical_sequence,
+            basics::follower_propose_is_not_leader_with_hint,
+            basics::oversized_proposal_is_a_typed_error,
+            basics::dropped_propose_future_does_not_break_the_engine,
+            status::status_reports_leader_and_follower_fields,
+            status::configuration_lists_voters_with_addresses,
+            status::check_serving_only_on_the_leader,
+            reads::linearizable_read_sees_acknowledged_writes,
+            reads::follower_read_is_not_leader,
+            reads::many_concurrent_reads_complete,
+            reads::lease_holds_on_the_leader_only,
+            restart::single_node_restart_restores_state,
+            restart::full_cluster_restart_keeps_acknowledged_writes,
+            restart::restarted_follower_catches_up,
+            restart::wiped_node_refuses_to_self_bootstrap,
+            elections::majority_elects_a_new_leader_after_the_leader_stops,
+            elections::minority_cannot_commit,
+            elections::five_nodes_tolerate_two_failures,
+            membership::learner_catches_up_and_is_promoted,
+            membership::promote_preconditions_are_enforced,
+            membership::stale_prev_index_is_refused,
+            membership::concurrent_membership_changes_are_fenced,
+            membership::transfer_to_a_named_voter,
+            membership::invalid_transfer_targets_are_refused,
+        );
+    };
+    (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::cases::$module::$case($factory).await;
+            }
+        )*
+    };
+}

@@ -131,6 +131,9 @@ pub(crate) struct Driver<S: StateMachine> {
     last_leader_contact: Option<Instant>,
     transfer: Option<TransferWait>,
     shutdown_reply: Option<oneshot::Sender<()>>,
+    /// Replies held until the state they report is published, so a caller
+    /// that reads status or configuration after its reply sees it.
+    deferred: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 enum Flow {
@@ -138,7 +141,7 @@ enum Flow {
     Stop,
 }
 
-fn encode_member(id: &str, address: &str) -> Vec<u8> {
+pub(crate) fn encode_member(id: &str, address: &str) -> Vec<u8> {
     format!("{id}\t{address}").into_bytes()
 }
 
@@ -146,6 +149,32 @@ fn decode_member(ctx: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(ctx).ok()?;
     let (id, address) = text.split_once('\t').unwrap_or((text, ""));
     Some((id.to_owned(), address.to_owned()))
+}
+
+/// The entries a new cluster starts with: one committed `AddNode` per voter,
+/// sorted by id so every founding node writes identical entries.
+pub(crate) fn bootstrap_entries(voters: &[Server]) -> Result<Vec<Entry>> {
+    let mut voters: Vec<&Server> = voters.iter().collect();
+    voters.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = Vec::with_capacity(voters.len());
+    for (i, v) in voters.iter().enumerate() {
+        let mut single = ConfChangeSingle::default();
+        single.node_id = raft_id(&v.id);
+        single.set_change_type(ConfChangeType::AddNode);
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        cc.set_context(encode_member(&v.id, &v.address).into());
+        let data = cc
+            .write_to_bytes()
+            .map_err(|e| Error::storage("encode bootstrap conf change", e))?;
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChangeV2);
+        e.term = 1;
+        e.index = i as u64 + 1;
+        e.data = data.into();
+        out.push(e);
+    }
+    Ok(out)
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -195,6 +224,7 @@ impl<S: StateMachine> Driver<S> {
             last_leader_contact: None,
             transfer: None,
             shutdown_reply: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -208,6 +238,10 @@ impl<S: StateMachine> Driver<S> {
                 StopReason::Fatal(e.to_string())
             }
         };
+        // Entries applied before the stop still answer their callers.
+        for reply in self.deferred.drain(..) {
+            reply();
+        }
         self.fail_everything(&reason);
         if self.was_leader {
             self.shared.loss.fire();
@@ -657,6 +691,12 @@ impl<S: StateMachine> Driver<S> {
             self.apply_entries(committed)?;
             self.raw.advance_apply();
             self.release_reads();
+            if !self.deferred.is_empty() {
+                self.publish();
+                for reply in self.deferred.drain(..) {
+                    reply();
+                }
+            }
         }
         self.on_role_change();
         Ok(())
@@ -748,7 +788,9 @@ impl<S: StateMachine> Driver<S> {
         let mut keep = Vec::new();
         for (index, w) in self.reads_ready.drain(..) {
             if index <= applied {
-                let _ = w.send(Ok(index));
+                self.deferred.push(Box::new(move || {
+                    let _ = w.send(Ok(index));
+                }));
             } else {
                 keep.push((index, w));
             }
@@ -776,9 +818,11 @@ impl<S: StateMachine> Driver<S> {
                     let response = self.sm.apply(index, &entry.data);
                     match self.proposals.remove(&index) {
                         Some((t, reply)) if t == term => {
-                            let _ = reply.send(Ok(ProposalResult {
-                                commit_index: index,
-                                response,
+                            self.deferred.push(Box::new(move || {
+                                let _ = reply.send(Ok(ProposalResult {
+                                    commit_index: index,
+                                    response,
+                                }));
                             }));
                         }
                         Some((_, reply)) => {
@@ -863,7 +907,10 @@ impl<S: StateMachine> Driver<S> {
         }
         if let Some((t, reply)) = self.conf_waiters.remove(&entry.index) {
             if t == entry.term {
-                let _ = reply.send(Ok(entry.index));
+                let index = entry.index;
+                self.deferred.push(Box::new(move || {
+                    let _ = reply.send(Ok(index));
+                }));
             } else {
                 let _ = reply.send(Err(Error::LeadershipLost));
             }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 
 use crate::config::EtcdConfig;
-use crate::driver::{Driver, Event};
+use crate::driver::{Driver, Event, bootstrap_entries};
 use crate::engine::EtcdEngine;
 use crate::ids::raft_id;
 use crate::shared::Shared;
@@ -93,11 +93,7 @@ impl Factory for EtcdFactory {
         let data_dir = config.data_dir.clone();
         let local_id = config.local_id.clone();
         let bootstrap = config.bootstrap;
-        let voters: Vec<u64> = config
-            .bootstrap_voters()
-            .iter()
-            .map(|s| raft_id(&s.id))
-            .collect();
+        let bootstrap_log = bootstrap_entries(&config.bootstrap_voters())?;
         let has_peers = !config.peers.is_empty();
         let members_for_init = members.clone();
         // Opening the log reads and may repair files: keep it off the runtime.
@@ -105,9 +101,12 @@ impl Factory for EtcdFactory {
             let opened = RaftStorage::open(&data_dir, &local_id)?;
             if !opened.existed {
                 if bootstrap {
-                    opened
-                        .storage
-                        .initialize(&data_dir, &local_id, &voters, &members_for_init)?;
+                    opened.storage.initialize(
+                        &data_dir,
+                        &local_id,
+                        &bootstrap_log,
+                        &members_for_init,
+                    )?;
                 } else if has_peers {
                     opened
                         .storage

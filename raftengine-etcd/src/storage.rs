@@ -7,8 +7,14 @@
 //! |---|---|
 //! | `node` | the local node's string id; a dir of another node is refused |
 //! | `hs` | the `HardState` (term, vote, commit) |
-//! | `cs` | the `ConfState` the log replays from (bootstrap or snapshot) |
-//! | `members` | `raft id \t string id \t address` lines for that base |
+//! | `cs` | the `ConfState` the log replays from (empty until snapshots exist) |
+//! | `members` | `raft id \t string id \t address` lines known at creation |
+//!
+//! A new cluster's membership is not written as a `ConfState`: each founding
+//! node writes the same conf-change entries (one `AddNode` per voter, term 1,
+//! indexes 1..=n, committed), as etcd's `Bootstrap` does. A node that joins
+//! later replays them from the leader and learns the full membership and
+//! every address from the log itself.
 //!
 //! Entries and the hard state of one Ready go into one `LogBatch`, written with
 //! fsync when raft-rs says the Ready must be synced, so they are atomic and
@@ -197,26 +203,34 @@ impl RaftStorage {
         &self,
         data_dir: &Path,
         local_id: &str,
-        voters: &[u64],
+        bootstrap: &[Entry],
         members: &[Member],
     ) -> Result<()> {
-        let mut cs = ConfState::default();
-        cs.set_voters(voters.to_vec());
         let mut batch = LogBatch::default();
         batch
             .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
             .map_err(|e| storage_err("encode node id", e))?;
         batch
-            .put_message(GROUP, KEY_CONF_STATE.to_vec(), &cs)
-            .map_err(|e| storage_err("encode conf state", e))?;
-        batch
             .put(GROUP, KEY_MEMBERS.to_vec(), encode_members(members))
             .map_err(|e| storage_err("encode members", e))?;
+        let mut hs = HardState::default();
+        if let Some(last) = bootstrap.last() {
+            // The bootstrap entries are committed by definition: every
+            // founding node writes the identical entries.
+            batch
+                .add_entries::<EntryExt>(GROUP, bootstrap)
+                .map_err(|e| storage_err("encode bootstrap entries", e))?;
+            hs.term = last.term;
+            hs.commit = last.index;
+            batch
+                .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)
+                .map_err(|e| storage_err("encode hard state", e))?;
+        }
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write initial state", e))?;
         write_synced(&data_dir.join(IDENTITY_FILE), local_id.as_bytes())?;
-        self.lock().conf_state = cs;
+        self.lock().hard_state = hs;
         Ok(())
     }
 
@@ -415,7 +429,7 @@ mod tests {
                 .initialize(
                     dir.path(),
                     "n1",
-                    &[7],
+                    &[],
                     &[Member {
                         raft_id: 7,
                         id: "n1".into(),
@@ -440,7 +454,6 @@ mod tests {
         let st = s.initial_state().unwrap();
         assert_eq!(st.hard_state.term, 2);
         assert_eq!(st.hard_state.commit, 2);
-        assert_eq!(st.conf_state.voters, vec![7]);
         assert_eq!(s.first_index().unwrap(), 1);
         assert_eq!(s.last_index().unwrap(), 3);
         assert_eq!(s.term(3).unwrap(), 2);
@@ -455,7 +468,7 @@ mod tests {
     fn a_dir_of_another_node_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let o = RaftStorage::open(dir.path(), "n1").unwrap();
-        o.storage.initialize(dir.path(), "n1", &[1], &[]).unwrap();
+        o.storage.initialize(dir.path(), "n1", &[], &[]).unwrap();
         drop(o);
         let err = RaftStorage::open(dir.path(), "n2").unwrap_err();
         assert!(matches!(err, Error::Storage { .. }), "{err}");
@@ -466,7 +479,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let o = RaftStorage::open(dir.path(), "n1").unwrap();
-            o.storage.initialize(dir.path(), "n1", &[1], &[]).unwrap();
+            o.storage.initialize(dir.path(), "n1", &[], &[]).unwrap();
             let mut hs = HardState::default();
             hs.commit = 3;
             o.storage

@@ -1,0 +1,243 @@
+//! Membership changes (DESIGN §4.4, Raft thesis §4).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use raftengine::{CatchUp, Error, Factory, State, Suffrage};
+
+use crate::harness::{Cluster, wait_for};
+use crate::kv::put;
+
+/// A learner added to a running cluster catches up, refuses proposals and
+/// reads, is listed as a learner, and after promotion is a voter.
+pub async fn learner_catches_up_and_is_promoted<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = c
+            .engine(l)
+            .propose(put(format!("k{i}"), "v"))
+            .await
+            .expect("put")
+            .commit_index;
+    }
+    let j = c.spawn_joiner("n4", true).await;
+    let address = c.nodes[j].address.clone();
+    let conf_index = c
+        .engine(l)
+        .add_learner("n4", &address, None)
+        .await
+        .expect("add learner");
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert_eq!(conf.index, conf_index);
+    assert_eq!(
+        conf.server("n4").map(|s| s.suffrage),
+        Some(Suffrage::Learner)
+    );
+    c.wait_applied(j, last).await;
+    let learner_log = c.nodes[j].kv.lock().applied.clone();
+    let leader_log = c.nodes[l].kv.lock().applied.clone();
+    assert_eq!(learner_log[..], leader_log[..learner_log.len()]);
+    match c.engine(j).propose(put("no", "x")).await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!(
+            "learner propose: expected NotLeader, got {:?}",
+            other.map(|r| r.commit_index)
+        ),
+    }
+    match c.engine(j).linearizable_read().await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!("learner read: expected NotLeader, got {other:?}"),
+    }
+    let e = c.engine(l).clone();
+    let promoted = wait_for("the learner to be promotable", || async {
+        match e
+            .promote_learner(
+                "n4",
+                Some(conf_index),
+                CatchUp::at_least(last).expect("nonzero"),
+            )
+            .await
+        {
+            Ok(i) => Some(i),
+            Err(Error::FailedPrecondition { .. }) => None,
+            Err(other) => panic!("promote failed: {other}"),
+        }
+    })
+    .await;
+    assert!(promoted > conf_index);
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert_eq!(conf.server("n4").map(|s| s.suffrage), Some(Suffrage::Voter));
+    assert_eq!(conf.index, promoted);
+    c.shutdown().await;
+}
+
+/// Promotion is refused for a node that is not a learner, and a catch-up
+/// requirement beyond the learner's log fails with `FailedPrecondition`.
+pub async fn promote_preconditions_are_enforced<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let f = c.other_than(l);
+    let voter = c.nodes[f].id.clone();
+    assert!(matches!(
+        c.engine(l)
+            .promote_learner(&voter, None, CatchUp::Unchecked)
+            .await,
+        Err(Error::FailedPrecondition { .. })
+    ));
+    assert!(matches!(
+        CatchUp::at_least(0),
+        Err(Error::FailedPrecondition { .. })
+    ));
+    let j = c.spawn_joiner("n4", true).await;
+    let address = c.nodes[j].address.clone();
+    let idx = c
+        .engine(l)
+        .add_learner("n4", &address, None)
+        .await
+        .expect("add learner");
+    let far = c.engine(l).status().last_log_index + 1_000_000;
+    match c
+        .engine(l)
+        .promote_learner("n4", Some(idx), CatchUp::at_least(far).expect("nonzero"))
+        .await
+    {
+        Err(Error::FailedPrecondition { .. }) => {}
+        other => {
+            panic!("expected FailedPrecondition for an unreachable catch-up index, got {other:?}")
+        }
+    }
+    c.shutdown().await;
+}
+
+/// A membership change conditional on a stale configuration index fails
+/// with `ConfigIndexMismatch`.
+pub async fn stale_prev_index_is_refused<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let j = c.spawn_joiner("n4", true).await;
+    let address = c.nodes[j].address.clone();
+    let idx = c
+        .engine(l)
+        .add_learner("n4", &address, None)
+        .await
+        .expect("add learner");
+    match c.engine(l).remove_server("n4", Some(idx + 1000)).await {
+        Err(Error::ConfigIndexMismatch { expected, actual }) => {
+            assert_eq!(expected, idx + 1000);
+            assert_eq!(actual, idx);
+        }
+        other => panic!("expected ConfigIndexMismatch, got {other:?}"),
+    }
+    c.engine(l)
+        .remove_server("n4", Some(idx))
+        .await
+        .expect("remove with the right index");
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert!(conf.server("n4").is_none());
+    c.shutdown().await;
+}
+
+/// Two membership changes at once: one goes through, the other gets
+/// `ConfChangePending`, never a silent no-op.
+pub async fn concurrent_membership_changes_are_fenced<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let a = c.spawn_joiner("n4", true).await;
+    let b = c.spawn_joiner("n5", true).await;
+    let (addr_a, addr_b) = (c.nodes[a].address.clone(), c.nodes[b].address.clone());
+    let e = c.engine(l).clone();
+    let (ra, rb) = tokio::join!(
+        e.add_learner("n4", &addr_a, None),
+        e.add_learner("n5", &addr_b, None)
+    );
+    let oks = [ra.is_ok(), rb.is_ok()].iter().filter(|x| **x).count();
+    assert!(oks >= 1, "neither change went through: {ra:?} {rb:?}");
+    for r in [&ra, &rb] {
+        if let Err(err) = r {
+            assert!(
+                matches!(err, Error::ConfChangePending),
+                "unexpected error {err}"
+            );
+        }
+    }
+    let conf = e.configuration().await.expect("configuration");
+    assert_eq!(conf.server("n4").is_some(), ra.is_ok());
+    assert_eq!(conf.server("n5").is_some(), rb.is_ok());
+    c.shutdown().await;
+}
+
+/// Transfer to a named voter succeeds only once it leads, and fires the
+/// leadership callbacks on both sides.
+pub async fn transfer_to_a_named_voter<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("t", "1")).await.expect("put");
+    let t = c.other_than(l);
+    let lost = Arc::new(AtomicUsize::new(0));
+    let gained = Arc::new(AtomicUsize::new(0));
+    let lo = lost.clone();
+    let ga = gained.clone();
+    let r1 = c.engine(l).register_leader_loss_callback(Arc::new(move || {
+        lo.fetch_add(1, Ordering::SeqCst);
+    }));
+    let r2 = c
+        .engine(t)
+        .register_leader_acquired_callback(Arc::new(move || {
+            ga.fetch_add(1, Ordering::SeqCst);
+        }));
+    let target = c.nodes[t].id.clone();
+    c.engine(l)
+        .transfer_leadership(raftengine::TransferTarget::Server(target))
+        .await
+        .expect("transfer");
+    assert_eq!(
+        c.engine(t).state(),
+        State::Leader,
+        "transfer reported success before the target led"
+    );
+    wait_for("leadership callbacks to fire", || async {
+        (lost.load(Ordering::SeqCst) >= 1 && gained.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    r1.deregister();
+    r2.deregister();
+    c.engine(t)
+        .propose(put("t", "2"))
+        .await
+        .expect("new leader accepts writes");
+    c.shutdown().await;
+}
+
+/// Transfers to the leader itself, to an unknown node and to a learner are
+/// refused with `FailedPrecondition`.
+pub async fn invalid_transfer_targets_are_refused<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let me = c.nodes[l].id.clone();
+    let e = c.engine(l).clone();
+    for target in [me, "nobody".to_owned()] {
+        match e
+            .transfer_leadership(raftengine::TransferTarget::Server(target.clone()))
+            .await
+        {
+            Err(Error::FailedPrecondition { .. }) => {}
+            other => panic!("transfer to {target}: expected FailedPrecondition, got {other:?}"),
+        }
+    }
+    let j = c.spawn_joiner("n4", true).await;
+    let address = c.nodes[j].address.clone();
+    e.add_learner("n4", &address, None)
+        .await
+        .expect("add learner");
+    match e
+        .transfer_leadership(raftengine::TransferTarget::Server("n4".into()))
+        .await
+    {
+        Err(Error::FailedPrecondition { .. }) => {}
+        other => panic!("transfer to a learner: expected FailedPrecondition, got {other:?}"),
+    }
+    assert_eq!(e.state(), State::Leader);
+    c.shutdown().await;
+}

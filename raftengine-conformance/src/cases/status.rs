@@ -1,0 +1,67 @@
+//! Status, configuration and health readers.
+
+use raftengine::{Error, Factory, State, Suffrage};
+
+use crate::harness::{Cluster, wait_for};
+use crate::kv::put;
+
+/// The leader's status names itself, its term and indexes; followers track
+/// the leader and its contact time.
+pub async fn status_reports_leader_and_follower_fields<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let r = c.engine(l).propose(put("s", "1")).await.expect("put");
+    let st = c.engine(l).status();
+    assert_eq!(st.state, State::Leader);
+    assert_eq!(
+        st.leader.as_ref().map(|x| x.id.as_str()),
+        Some(c.nodes[l].id.as_str())
+    );
+    assert!(st.term >= 1);
+    assert!(st.commit_index >= r.commit_index);
+    assert!(st.applied_index >= r.commit_index);
+    assert!(st.last_log_index >= r.commit_index);
+    assert_eq!(st.num_peers, 2);
+    assert_eq!(st.last_contact, Some(std::time::Duration::ZERO));
+    let f = c.other_than(l);
+    let fe = c.engine(f).clone();
+    let leader_id = c.nodes[l].id.clone();
+    wait_for("the follower to report leader contact", || async {
+        let s = fe.status();
+        (s.state == State::Follower
+            && s.leader.as_ref().is_some_and(|x| x.id == leader_id)
+            && s.last_contact.is_some())
+        .then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// The configuration lists every voter with its address.
+pub async fn configuration_lists_voters_with_addresses<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert_eq!(conf.servers.len(), 3);
+    for n in &c.nodes {
+        let s = conf
+            .server(&n.id)
+            .unwrap_or_else(|| panic!("{} missing from {conf:?}", n.id));
+        assert_eq!(s.suffrage, Suffrage::Voter);
+        assert_eq!(s.address, n.address);
+    }
+    c.shutdown().await;
+}
+
+/// `check_serving` succeeds on the leader only.
+pub async fn check_serving_only_on_the_leader<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).check_serving().await.expect("leader serves");
+    let f = c.other_than(l);
+    match c.engine(f).check_serving().await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!("follower check_serving: expected NotLeader, got {other:?}"),
+    }
+    c.shutdown().await;
+}

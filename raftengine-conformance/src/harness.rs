@@ -1,0 +1,305 @@
+//! A cluster of real nodes in one process: each has its own tonic server on
+//! a loopback port chosen by the OS, its own temporary data dir, and the
+//! reference state machine.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::kv::{KvHandle, KvResponse, KvStateMachine};
+
+/// The engine type every case works with.
+pub type KvEngine = Arc<dyn Engine<KvResponse>>;
+
+/// How long a wait may take before the case fails. Generous: the cases check
+/// that things happen, not how fast (the bench measures speed).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `cond` every 20 ms until it returns `Some`, or panics after
+/// [`WAIT`] saying what never happened.
+pub async fn wait_for<T, Fut>(what: &str, mut cond: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One node of a [`Cluster`].
+pub struct Node {
+    /// The node id.
+    pub id: String,
+    /// Its transport address.
+    pub address: String,
+    /// Its data dir.
+    pub dir: PathBuf,
+    /// The state of its current state machine.
+    pub kv: KvHandle,
+    engine: Option<KvEngine>,
+    server: Option<TransportServer>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The running engine.
+    ///
+    /// # Panics
+    ///
+    /// If the node is stopped.
+    pub fn engine(&self) -> &KvEngine {
+        match &self.engine {
+            Some(e) => e,
+            None => panic!("node {} is stopped", self.id),
+        }
+    }
+
+    /// True while the node runs.
+    pub fn is_running(&self) -> bool {
+        self.engine.is_some()
+    }
+}
+
+/// N nodes on loopback.
+#[derive(Debug)]
+pub struct Cluster<F: Factory> {
+    factory: F,
+    _root: TempDir,
+    root_path: PathBuf,
+    /// The nodes, in creation order.
+    pub nodes: Vec<Node>,
+}
+
+async fn bind(address: &str) -> tokio::net::TcpListener {
+    // A restarted node reuses its address; the port may take a moment to be
+    // free again after the old server closed.
+    wait_for(&format!("binding {address}"), || async {
+        tokio::net::TcpListener::bind(address).await.ok()
+    })
+    .await
+}
+
+impl<F: Factory> Cluster<F> {
+    /// Starts `n` voters that bootstrap one cluster together.
+    pub async fn start(factory: F, n: usize) -> Self {
+        let root = match tempfile::Builder::new().prefix("raftengine-").tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("cannot create a temporary dir: {e}"),
+        };
+        let root_path = root.path().to_path_buf();
+        let mut listeners = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let l = bind("127.0.0.1:0").await;
+            let address = match l.local_addr() {
+                Ok(a) => a.to_string(),
+                Err(e) => panic!("local_addr: {e}"),
+            };
+            peers.push(Server::voter(format!("n{}", i + 1), address));
+            listeners.push(l);
+        }
+        let mut cluster = Cluster {
+            factory,
+            _root: root,
+            root_path,
+            nodes: Vec::new(),
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = peers[i].id.clone();
+            let address = peers[i].address.clone();
+            let node = cluster
+                .launch(id, address, listener, peers.clone(), true, false)
+                .await
+                .unwrap_or_else(|e| panic!("node n{} failed to start: {e}", i + 1));
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    async fn launch(
+        &self,
+        id: String,
+        address: String,
+        listener: tokio::net::TcpListener,
+        peers: Vec<Server>,
+        bootstrap: bool,
+        join_as_learner: bool,
+    ) -> raftengine::Result<Node> {
+        let dir = self.root_path.join(&id);
+        let (sm, kv) = KvStateMachine::new();
+        let config = FactoryConfig::new(id.clone(), address.clone(), dir.clone(), sm)
+            .with_peers(peers)
+            .with_bootstrap(bootstrap)
+            .with_join_as_learner(join_as_learner);
+        let created = self.factory.create(config).await?;
+        let server = created.serve(listener)?;
+        Ok(Node {
+            id,
+            address,
+            dir,
+            kv,
+            engine: Some(created.engine),
+            server: Some(server),
+        })
+    }
+
+    /// The engine of node `i`.
+    pub fn engine(&self, i: usize) -> &KvEngine {
+        self.nodes[i].engine()
+    }
+
+    /// The members as `Server`s (all voters, as bootstrapped).
+    pub fn peers(&self) -> Vec<Server> {
+        self.nodes
+            .iter()
+            .map(|n| Server::voter(n.id.clone(), n.address.clone()))
+            .collect()
+    }
+
+    /// Waits until exactly one running node leads and every running voter
+    /// names it; returns its position.
+    pub async fn wait_leader(&self) -> usize {
+        wait_for("one leader that every running node knows", || async {
+            let running: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].is_running())
+                .collect();
+            let leaders: Vec<usize> = running
+                .iter()
+                .copied()
+                .filter(|i| self.engine(*i).state() == State::Leader)
+                .collect();
+            if leaders.len() != 1 {
+                return None;
+            }
+            let leader_id = &self.nodes[leaders[0]].id;
+            let all_agree = running
+                .iter()
+                .all(|i| self.engine(*i).leader().is_some_and(|l| &l.id == leader_id));
+            all_agree.then_some(leaders[0])
+        })
+        .await
+    }
+
+    /// Any running node other than `not`.
+    pub fn other_than(&self, not: usize) -> usize {
+        match (0..self.nodes.len()).find(|i| *i != not && self.nodes[*i].is_running()) {
+            Some(i) => i,
+            None => panic!("no running node other than {not}"),
+        }
+    }
+
+    /// Waits until node `i`'s state machine applied `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) {
+        let node = &self.nodes[i];
+        wait_for(&format!("{} to apply index {index}", node.id), || async {
+            (node.kv.last_applied() >= index).then_some(())
+        })
+        .await
+    }
+
+    /// Stops node `i` (graceful shutdown of engine and server).
+    pub async fn stop(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(engine) = node.engine.take() {
+            if let Err(e) = engine.shutdown().await {
+                panic!("shutdown of {} failed: {e}", node.id);
+            }
+        }
+        if let Some(server) = node.server.take() {
+            let _ = server.shutdown().await;
+        }
+    }
+
+    /// Restarts node `i` on its data dir with a fresh state machine and the
+    /// same address. `bootstrap`/peers are passed as at first start.
+    pub async fn restart(&mut self, i: usize) -> raftengine::Result<()> {
+        self.stop(i).await;
+        let (id, address) = (self.nodes[i].id.clone(), self.nodes[i].address.clone());
+        let listener = bind(&address).await;
+        let peers = self.peers();
+        let node = self
+            .launch(id, address, listener, peers, true, false)
+            .await?;
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    /// Stops node `i` and deletes its data dir.
+    pub async fn wipe(&mut self, i: usize) {
+        self.stop(i).await;
+        let dir = self.nodes[i].dir.clone();
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            panic!("wipe {}: {e}", dir.display());
+        }
+    }
+
+    /// Starts node `i` again on its (possibly wiped) dir with an explicit
+    /// bootstrap flag and peer list.
+    pub async fn start_again(
+        &mut self,
+        i: usize,
+        bootstrap: bool,
+        peers: Vec<Server>,
+    ) -> raftengine::Result<()> {
+        self.stop(i).await;
+        let (id, address) = (self.nodes[i].id.clone(), self.nodes[i].address.clone());
+        let listener = bind(&address).await;
+        let node = self
+            .launch(id, address, listener, peers, bootstrap, false)
+            .await?;
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    /// Starts a new, empty node that waits to be added; returns its position.
+    pub async fn spawn_joiner(&mut self, id: &str, join_as_learner: bool) -> usize {
+        let listener = bind("127.0.0.1:0").await;
+        let address = match listener.local_addr() {
+            Ok(a) => a.to_string(),
+            Err(e) => panic!("local_addr: {e}"),
+        };
+        let peers = self.peers();
+        let node = self
+            .launch(
+                id.to_owned(),
+                address,
+                listener,
+                peers,
+                false,
+                join_as_learner,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("joiner {id} failed to start: {e}"));
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Shuts every node down (call at the end of a case).
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
