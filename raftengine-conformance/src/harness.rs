@@ -11,6 +11,7 @@ use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer}
 use tempfile::TempDir;
 use tokio::time::Instant;
 
+use crate::faults::{Network, Proxy, node_ip};
 use crate::kv::{KvHandle, KvResponse, KvStateMachine};
 
 /// The engine type every case works with.
@@ -39,12 +40,42 @@ where
     }
 }
 
+/// The sockets of one node: its own listener and the proxy in front of it.
+struct Slot {
+    listener: tokio::net::TcpListener,
+    backend: std::net::SocketAddr,
+    proxy: Arc<Proxy>,
+}
+
+impl Slot {
+    async fn new(net: &Network, i: usize) -> Slot {
+        let listener = bind(&std::net::SocketAddr::new(node_ip(i), 0).to_string()).await;
+        let backend = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => panic!("local_addr: {e}"),
+        };
+        net.set_backend(i, backend);
+        let proxy = match Proxy::start(net.clone(), i).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => panic!("proxy for node {i}: {e}"),
+        };
+        Slot {
+            listener,
+            backend,
+            proxy,
+        }
+    }
+}
+
 /// One node of a [`Cluster`].
 pub struct Node {
     /// The node id.
     pub id: String,
-    /// Its transport address.
+    /// Its advertised transport address: its proxy's.
     pub address: String,
+    /// Where the node itself listens, behind the proxy.
+    pub backend: std::net::SocketAddr,
+    _proxy: Arc<Proxy>,
     /// Its data dir.
     pub dir: PathBuf,
     /// The state of its current state machine.
@@ -90,6 +121,8 @@ pub struct Cluster<F: Factory> {
     root_path: PathBuf,
     /// The nodes, in creation order.
     pub nodes: Vec<Node>,
+    /// The links between the nodes' proxies.
+    pub net: Network,
 }
 
 async fn bind(address: &str) -> tokio::net::TcpListener {
@@ -109,28 +142,28 @@ impl<F: Factory> Cluster<F> {
             Err(e) => panic!("cannot create a temporary dir: {e}"),
         };
         let root_path = root.path().to_path_buf();
-        let mut listeners = Vec::new();
+        let net = Network::default();
+        let mut slots = Vec::new();
         let mut peers = Vec::new();
         for i in 0..n {
-            let l = bind("127.0.0.1:0").await;
-            let address = match l.local_addr() {
-                Ok(a) => a.to_string(),
-                Err(e) => panic!("local_addr: {e}"),
-            };
-            peers.push(Server::voter(format!("n{}", i + 1), address));
-            listeners.push(l);
+            let slot = Slot::new(&net, i).await;
+            peers.push(Server::voter(
+                format!("n{}", i + 1),
+                slot.proxy.address.to_string(),
+            ));
+            slots.push(slot);
         }
         let mut cluster = Cluster {
             factory,
             _root: root,
             root_path,
             nodes: Vec::new(),
+            net,
         };
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, slot) in slots.into_iter().enumerate() {
             let id = peers[i].id.clone();
-            let address = peers[i].address.clone();
             let node = cluster
-                .launch(id, address, listener, peers.clone(), true, false)
+                .launch(id, slot, peers.clone(), true, false)
                 .await
                 .unwrap_or_else(|e| panic!("node n{} failed to start: {e}", i + 1));
             cluster.nodes.push(node);
@@ -141,28 +174,50 @@ impl<F: Factory> Cluster<F> {
     async fn launch(
         &self,
         id: String,
-        address: String,
-        listener: tokio::net::TcpListener,
+        slot: Slot,
         peers: Vec<Server>,
         bootstrap: bool,
         join_as_learner: bool,
     ) -> raftengine::Result<Node> {
         let dir = self.root_path.join(&id);
+        let address = slot.proxy.address.to_string();
+        let backend = slot.backend;
         let (sm, kv) = KvStateMachine::new();
         let config = FactoryConfig::new(id.clone(), address.clone(), dir.clone(), sm)
             .with_peers(peers)
             .with_bootstrap(bootstrap)
             .with_join_as_learner(join_as_learner);
         let created = self.factory.create(config).await?;
-        let server = created.serve(listener)?;
+        let server = created.serve(slot.listener)?;
         Ok(Node {
             id,
             address,
+            backend,
+            _proxy: slot.proxy,
             dir,
             kv,
             engine: Some(created.engine),
             server: Some(server),
         })
+    }
+
+    async fn slot_again(&self, i: usize) -> Slot {
+        let node = &self.nodes[i];
+        Slot {
+            listener: bind(&node.backend.to_string()).await,
+            backend: node.backend,
+            proxy: node._proxy.clone(),
+        }
+    }
+
+    /// Isolates node `i` from every other node (both directions).
+    pub fn isolate(&self, i: usize) {
+        self.net.isolate(i, 0..self.nodes.len());
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.net.heal_all();
     }
 
     /// The engine of node `i`.
@@ -181,24 +236,34 @@ impl<F: Factory> Cluster<F> {
     /// Waits until exactly one running node leads and every running voter
     /// names it; returns its position.
     pub async fn wait_leader(&self) -> usize {
-        wait_for("one leader that every running node knows", || async {
-            let running: Vec<usize> = (0..self.nodes.len())
-                .filter(|i| self.nodes[*i].is_running())
-                .collect();
-            let leaders: Vec<usize> = running
-                .iter()
-                .copied()
-                .filter(|i| self.engine(*i).state() == State::Leader)
-                .collect();
-            if leaders.len() != 1 {
-                return None;
-            }
-            let leader_id = &self.nodes[leaders[0]].id;
-            let all_agree = running
-                .iter()
-                .all(|i| self.engine(*i).leader().is_some_and(|l| &l.id == leader_id));
-            all_agree.then_some(leaders[0])
-        })
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_running())
+            .collect();
+        self.wait_leader_among(&running).await
+    }
+
+    /// Waits until exactly one of `group` leads and every member of `group`
+    /// names it; returns its position.
+    pub async fn wait_leader_among(&self, group: &[usize]) -> usize {
+        wait_for(
+            &format!("one leader among {group:?} that they all know"),
+            || async {
+                let running: Vec<usize> = group.to_vec();
+                let leaders: Vec<usize> = running
+                    .iter()
+                    .copied()
+                    .filter(|i| self.engine(*i).state() == State::Leader)
+                    .collect();
+                if leaders.len() != 1 {
+                    return None;
+                }
+                let leader_id = &self.nodes[leaders[0]].id;
+                let all_agree = running
+                    .iter()
+                    .all(|i| self.engine(*i).leader().is_some_and(|l| &l.id == leader_id));
+                all_agree.then_some(leaders[0])
+            },
+        )
         .await
     }
 
@@ -236,12 +301,10 @@ impl<F: Factory> Cluster<F> {
     /// same address. `bootstrap`/peers are passed as at first start.
     pub async fn restart(&mut self, i: usize) -> raftengine::Result<()> {
         self.stop(i).await;
-        let (id, address) = (self.nodes[i].id.clone(), self.nodes[i].address.clone());
-        let listener = bind(&address).await;
+        let id = self.nodes[i].id.clone();
+        let slot = self.slot_again(i).await;
         let peers = self.peers();
-        let node = self
-            .launch(id, address, listener, peers, true, false)
-            .await?;
+        let node = self.launch(id, slot, peers, true, false).await?;
         self.nodes[i] = node;
         Ok(())
     }
@@ -264,32 +327,19 @@ impl<F: Factory> Cluster<F> {
         peers: Vec<Server>,
     ) -> raftengine::Result<()> {
         self.stop(i).await;
-        let (id, address) = (self.nodes[i].id.clone(), self.nodes[i].address.clone());
-        let listener = bind(&address).await;
-        let node = self
-            .launch(id, address, listener, peers, bootstrap, false)
-            .await?;
+        let id = self.nodes[i].id.clone();
+        let slot = self.slot_again(i).await;
+        let node = self.launch(id, slot, peers, bootstrap, false).await?;
         self.nodes[i] = node;
         Ok(())
     }
 
     /// Starts a new, empty node that waits to be added; returns its position.
     pub async fn spawn_joiner(&mut self, id: &str, join_as_learner: bool) -> usize {
-        let listener = bind("127.0.0.1:0").await;
-        let address = match listener.local_addr() {
-            Ok(a) => a.to_string(),
-            Err(e) => panic!("local_addr: {e}"),
-        };
+        let slot = Slot::new(&self.net, self.nodes.len()).await;
         let peers = self.peers();
         let node = self
-            .launch(
-                id.to_owned(),
-                address,
-                listener,
-                peers,
-                false,
-                join_as_learner,
-            )
+            .launch(id.to_owned(), slot, peers, false, join_as_learner)
             .await
             .unwrap_or_else(|e| panic!("joiner {id} failed to start: {e}"));
         self.nodes.push(node);

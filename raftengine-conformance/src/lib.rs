@@ -24,9 +24,11 @@
 //! calling the case with a fresh factory built from the expression.
 
 pub mod cases;
+mod faults;
 mod harness;
 mod kv;
 
+pub use faults::{Link, Network, Proxy, node_ip};
 pub use harness::{Cluster, KvEngine, Node, WAIT, wait_for};
 pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
 
@@ -63,6 +65,9 @@ macro_rules! conformance_tests {
             membership::concurrent_membership_changes_are_fenced,
             membership::transfer_to_a_named_voter,
             membership::invalid_transfer_targets_are_refused,
+            partitions::isolated_leader_is_replaced_and_converges,
+            partitions::rejoining_node_does_not_disrupt_the_leader,
+            partitions::progress_continues_under_flapping_links,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -32,6 +32,11 @@ pub struct EtcdConfig {
     /// lease duration (covers clock-rate drift between nodes and one tick of
     /// granularity in raft-rs's election timer).
     pub lease_margin: Duration,
+    /// Open peer connections from the IP of `FactoryConfig::local_address`
+    /// instead of letting the OS choose. Needed when a node has several
+    /// addresses and peers (or a proxy in between, as in the conformance
+    /// suite's fault injection) must see which node a connection comes from.
+    pub bind_outbound_to_local_ip: bool,
 }
 
 impl Default for EtcdConfig {
@@ -46,6 +51,7 @@ impl Default for EtcdConfig {
             max_pending_requests: 16 * 1024,
             rpc_timeout: Duration::from_secs(2),
             lease_margin: Duration::from_millis(150),
+            bind_outbound_to_local_ip: false,
         }
     }
 }

@@ -166,7 +166,19 @@ impl Factory for EtcdFactory {
         let (events_tx, events_rx) =
             mpsc::channel::<Event<S::Response>>(self.config.max_pending_requests);
         let (failures_tx, failures_rx) = mpsc::channel(FAILURE_QUEUE);
+        let local_ip = if self.config.bind_outbound_to_local_ip {
+            let addr: std::net::SocketAddr = config.local_address.parse().map_err(|_| {
+                Error::InvalidConfig(format!(
+                    "bind_outbound_to_local_ip needs an ip:port local_address, got {:?}",
+                    config.local_address
+                ))
+            })?;
+            Some(addr.ip())
+        } else {
+            None
+        };
         let outbound = Outbound::new(
+            local_ip,
             config.local_id.clone(),
             config.local_address.clone(),
             self.config.rpc_timeout,

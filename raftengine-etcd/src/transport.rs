@@ -132,6 +132,7 @@ impl Drop for Peer {
 
 /// The outbound side: per-peer lanes, created on first use.
 pub(crate) struct Outbound {
+    local_ip: Option<std::net::IpAddr>,
     local_id: String,
     local_address: String,
     rpc_timeout: Duration,
@@ -144,6 +145,7 @@ impl Outbound {
     /// `failures` is bounded; when it is full the report is dropped, which
     /// only delays raft-rs's switch to probing.
     pub(crate) fn new(
+        local_ip: Option<std::net::IpAddr>,
         local_id: String,
         local_address: String,
         rpc_timeout: Duration,
@@ -151,6 +153,7 @@ impl Outbound {
         failures: mpsc::Sender<SendFailure>,
     ) -> Arc<Self> {
         Arc::new(Outbound {
+            local_ip,
             local_id,
             local_address,
             rpc_timeout,
@@ -213,6 +216,7 @@ impl Outbound {
                 .connect_timeout(self.rpc_timeout)
                 .timeout(self.rpc_timeout)
                 .tcp_nodelay(true)
+                .local_address(self.local_ip)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(self.rpc_timeout)
                 .keep_alive_while_idle(true),

@@ -1,3 +1,12 @@
 //! The shared conformance suite against the raft-rs backend.
+//!
+//! The suite's fault injection tells links apart by source IP, so nodes open
+//! peer connections from their own address.
 
-raftengine_conformance::conformance_tests!(raftengine_etcd::EtcdFactory::default());
+fn factory() -> raftengine_etcd::EtcdFactory {
+    let mut config = raftengine_etcd::EtcdConfig::default();
+    config.bind_outbound_to_local_ip = true;
+    raftengine_etcd::EtcdFactory::new(config)
+}
+
+raftengine_conformance::conformance_tests!(factory());

@@ -9,6 +9,7 @@
 pub mod basics;
 pub mod elections;
 pub mod membership;
+pub mod partitions;
 pub mod reads;
 pub mod restart;
 pub mod status;

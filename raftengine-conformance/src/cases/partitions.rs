@@ -1,0 +1,190 @@
+//! Partitions over real sockets (Raft §5.2, §9.6 pre-vote, DESIGN §4.3).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use raftengine::{Error, Factory, State};
+
+use crate::faults::Link;
+use crate::harness::{Cluster, wait_for};
+use crate::kv::put;
+
+/// An isolated leader: the majority elects a new leader; the old one steps
+/// down, fails its pending proposal with a typed error, refuses reads and
+/// has no lease; after healing every replica applies the same sequence and
+/// the old leader's uncommitted entry is gone.
+pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let old = c.wait_leader().await;
+    c.engine(old)
+        .propose(put("k", "before"))
+        .await
+        .expect("put before");
+    tracing::info!("--- isolate the leader");
+    c.isolate(old);
+    let stale = c.engine(old).clone();
+    let pending = tokio::spawn(async move { stale.propose(put("lost", "x")).await });
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new = c.wait_leader_among(&majority).await;
+    // A newer leader exists: the old one must not hold a lease any more.
+    assert!(
+        c.engine(old).check_lease().is_err(),
+        "the isolated old leader still passes the lease check after a new leader was elected"
+    );
+    let w = c
+        .engine(new)
+        .propose(put("k", "after"))
+        .await
+        .expect("put on the new leader");
+    match c.engine(old).linearizable_read().await {
+        Ok(idx) => panic!("isolated old leader served a read at index {idx}"),
+        Err(_) => {}
+    }
+    assert!(c.engine(old).verify_leader().await.is_err());
+    let e_old = c.engine(old).clone();
+    wait_for("the isolated leader to step down", || async {
+        (e_old.state() != State::Leader).then_some(())
+    })
+    .await;
+    match tokio::time::timeout(crate::harness::WAIT, pending).await {
+        Ok(Ok(Ok(r))) => panic!(
+            "a proposal on the isolated leader committed at {}",
+            r.commit_index
+        ),
+        Ok(Ok(Err(
+            Error::OutcomeUnknown { .. } | Error::NotLeader { .. } | Error::LeadershipLost,
+        ))) => {}
+        Ok(Ok(Err(other))) => panic!("unexpected error for the stranded proposal: {other}"),
+        Ok(Err(join)) => panic!("proposal task failed: {join}"),
+        Err(_) => panic!("the stranded proposal never resolved"),
+    }
+    tracing::info!("--- heal");
+    c.heal();
+    for i in 0..3 {
+        c.wait_applied(i, w.commit_index).await;
+    }
+    let reference = c.nodes[new].kv.lock().applied.clone();
+    for n in &c.nodes {
+        let log = n.kv.lock().applied.clone();
+        assert_eq!(log[..], reference[..log.len()], "{} diverged", n.id);
+        assert_eq!(
+            n.kv.get(b"lost"),
+            None,
+            "{} applied an uncommitted entry",
+            n.id
+        );
+    }
+    c.shutdown().await;
+}
+
+/// A follower cut off for several election timeouts rejoins without
+/// disturbing the leader: pre-vote keeps the term (Raft thesis §9.6).
+pub async fn rejoining_node_does_not_disrupt_the_leader<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("a", "1")).await.expect("put");
+    let term = c.engine(l).status().term;
+    let f = c.other_than(l);
+    c.isolate(f);
+    let fe = c.engine(f).clone();
+    wait_for("the isolated follower to start campaigning", || async {
+        (fe.state() == State::Candidate).then_some(())
+    })
+    .await;
+    c.heal();
+    let leader_id = c.nodes[l].id.clone();
+    wait_for("the follower to rejoin the leader", || async {
+        (fe.leader().is_some_and(|x| x.id == leader_id) && fe.state() == State::Follower)
+            .then_some(())
+    })
+    .await;
+    let w = c
+        .engine(l)
+        .propose(put("a", "2"))
+        .await
+        .expect("put after rejoin");
+    assert_eq!(c.engine(l).state(), State::Leader);
+    assert_eq!(
+        c.engine(l).status().term,
+        term,
+        "the rejoining node forced a new term"
+    );
+    c.wait_applied(f, w.commit_index).await;
+    c.shutdown().await;
+}
+
+/// Writes keep landing while links flap; every acknowledged write survives
+/// and replicas converge.
+pub async fn progress_continues_under_flapping_links<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    c.wait_leader().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let net = c.net.clone();
+    let flapper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut k = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let (a, b) = (k % 3, (k + 1) % 3);
+                net.set(
+                    a,
+                    b,
+                    if k % 2 == 0 {
+                        Link::Cut
+                    } else {
+                        Link::Blackhole
+                    },
+                );
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                net.heal_all();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                k += 1;
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let key = format!("f{i}");
+        let r = wait_for(&format!("write {key} to be acknowledged"), || async {
+            for n in 0..3 {
+                let e = c.engine(n);
+                if e.state() != State::Leader {
+                    continue;
+                }
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(2), e.propose(put(&key, "v"))).await
+                {
+                    return Some(r);
+                }
+            }
+            None
+        })
+        .await;
+        acked.push((key, r.commit_index));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = flapper.await;
+    c.heal();
+    let last = acked.iter().map(|(_, i)| *i).max().unwrap_or(0);
+    for i in 0..3 {
+        c.wait_applied(i, last).await;
+    }
+    for n in &c.nodes {
+        for (key, _) in &acked {
+            assert_eq!(
+                n.kv.get(key.as_bytes()),
+                Some(b"v".to_vec()),
+                "{} lost {key}",
+                n.id
+            );
+        }
+    }
+    let reference = c.nodes[0].kv.lock().applied.clone();
+    for n in &c.nodes {
+        let log = n.kv.lock().applied.clone();
+        let common = log.len().min(reference.len());
+        assert_eq!(log[..common], reference[..common], "{} diverged", n.id);
+    }
+    c.shutdown().await;
+}
