@@ -137,6 +137,11 @@ async fn bind(address: &str) -> tokio::net::TcpListener {
 impl<F: Factory> Cluster<F> {
     /// Starts `n` voters that bootstrap one cluster together.
     pub async fn start(factory: F, n: usize) -> Self {
+        // Logs go to the test output when RUST_LOG is set (e.g. `info`).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let root = match tempfile::Builder::new().prefix("raftengine-").tempdir() {
             Ok(d) => d,
             Err(e) => panic!("cannot create a temporary dir: {e}"),

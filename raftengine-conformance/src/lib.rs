@@ -68,6 +68,9 @@ macro_rules! conformance_tests {
             partitions::isolated_leader_is_replaced_and_converges,
             partitions::rejoining_node_does_not_disrupt_the_leader,
             partitions::progress_continues_under_flapping_links,
+            snapshots::restart_from_snapshot_after_compaction,
+            snapshots::learner_added_after_compaction_catches_up,
+            snapshots::lagging_follower_catches_up_after_compaction,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

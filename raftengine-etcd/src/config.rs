@@ -37,6 +37,12 @@ pub struct EtcdConfig {
     /// addresses and peers (or a proxy in between, as in the conformance
     /// suite's fault injection) must see which node a connection comes from.
     pub bind_outbound_to_local_ip: bool,
+    /// Take a state-machine snapshot after this many entries were applied
+    /// since the last one; the log before it is then compacted.
+    pub snapshot_interval: u64,
+    /// Entries kept before the snapshot index when compacting, so a follower
+    /// that lags a little catches up from the log instead of a snapshot.
+    pub snapshot_keep_entries: u64,
 }
 
 impl Default for EtcdConfig {
@@ -52,6 +58,8 @@ impl Default for EtcdConfig {
             rpc_timeout: Duration::from_secs(2),
             lease_margin: Duration::from_millis(150),
             bind_outbound_to_local_ip: false,
+            snapshot_interval: 10_000,
+            snapshot_keep_entries: 5_000,
         }
     }
 }
@@ -83,6 +91,9 @@ impl EtcdConfig {
         }
         if self.max_proposal_bytes == 0 {
             return bad("max_proposal_bytes must be positive");
+        }
+        if self.snapshot_interval == 0 {
+            return bad("snapshot_interval must be positive");
         }
         if self.rpc_timeout.is_zero() {
             return bad("rpc_timeout must be positive");

@@ -22,7 +22,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
+    Message, Snapshot as RaftSnapshot, SnapshotMetadata,
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +36,8 @@ use raftengine::{
 use crate::config::EtcdConfig;
 use crate::ids::raft_id;
 use crate::shared::Shared;
-use crate::storage::{Member, RaftStorage};
+use crate::snapshot::SnapshotDir;
+use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
 use crate::transport::{Outbound, SendFailure};
 
 /// Most extra events folded into one round after the first.
@@ -73,8 +75,22 @@ pub(crate) enum Event<R> {
         target: TransferTarget,
         reply: Reply<()>,
     },
+    /// A background snapshot write finished.
+    SnapshotWritten {
+        meta: SnapshotMetadata,
+        data: Vec<u8>,
+        result: Result<u64>,
+    },
     /// Stop the loop.
     Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Where a restarted node's state machine starts: its snapshot, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Base {
+    pub(crate) conf_index: u64,
+    pub(crate) snapshot_index: u64,
+    pub(crate) snapshot_term: u64,
 }
 
 /// The membership changes [`Event::Membership`] carries.
@@ -115,7 +131,13 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) failures: mpsc::Receiver<SendFailure>,
     pub(crate) events: mpsc::Receiver<Event<S::Response>>,
+    /// For background work (snapshot writes) to report back.
+    pub(crate) events_tx: mpsc::Sender<Event<S::Response>>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) snapshots: SnapshotDir,
+    last_snapshot_index: u64,
+    next_snapshot_at: u64,
+    snapshot_in_progress: bool,
     pub(crate) incarnation: u64,
     proposals: Waiters<ProposalResult<S::Response>>,
     conf_waiters: Waiters<u64>,
@@ -190,10 +212,14 @@ impl<S: StateMachine> Driver<S> {
         outbound: Arc<Outbound>,
         failures: mpsc::Receiver<SendFailure>,
         events: mpsc::Receiver<Event<S::Response>>,
+        events_tx: mpsc::Sender<Event<S::Response>>,
         shared: Arc<Shared>,
+        snapshots: SnapshotDir,
+        base: Base,
     ) -> Self {
         let conf_state = raw.raft.prs().conf().to_conf_state();
         let local_raft_id = raft_id(&local_id);
+        let cfg_snapshot_interval = cfg.snapshot_interval;
         Driver {
             raw,
             storage,
@@ -204,11 +230,16 @@ impl<S: StateMachine> Driver<S> {
             join_as_learner,
             addresses,
             conf_state,
-            conf_index: 0,
+            conf_index: base.conf_index,
             outbound,
             failures,
             events,
+            events_tx,
             shared,
+            snapshots,
+            last_snapshot_index: base.snapshot_index,
+            next_snapshot_at: base.snapshot_index + cfg_snapshot_interval,
+            snapshot_in_progress: false,
             incarnation: rand::random(),
             proposals: BTreeMap::new(),
             conf_waiters: BTreeMap::new(),
@@ -219,7 +250,7 @@ impl<S: StateMachine> Driver<S> {
             ticks: 0,
             last_renewal_tick: 0,
             last_quorum_ack: None,
-            applied_term: 0,
+            applied_term: base.snapshot_term,
             was_leader: false,
             last_leader_contact: None,
             transfer: None,
@@ -277,10 +308,14 @@ impl<S: StateMachine> Driver<S> {
                     SendFailure::Snapshot(id) => {
                         self.raw.report_snapshot(id, SnapshotStatus::Failure)
                     }
+                    SendFailure::SnapshotSent(id) => {
+                        self.raw.report_snapshot(id, SnapshotStatus::Finish)
+                    }
                 }
             }
             self.issue_reads();
             self.process_ready()?;
+            self.maybe_snapshot();
             self.after_round();
             self.publish();
         }
@@ -342,6 +377,9 @@ impl<S: StateMachine> Driver<S> {
                 reply,
             } => self.change_membership(change, prev_index, reply),
             Event::Transfer { target, reply } => self.start_transfer(target, reply),
+            Event::SnapshotWritten { meta, data, result } => {
+                self.snapshot_written(meta, data, result)?
+            }
             Event::Shutdown { reply } => {
                 self.shutdown_reply = Some(reply);
                 return Ok(Flow::Stop);
@@ -667,11 +705,8 @@ impl<S: StateMachine> Driver<S> {
             let mut rd = self.raw.ready();
             self.send_all(rd.take_messages());
             if !rd.snapshot().is_empty() {
-                return Err(Error::Internal {
-                    engine: "etcd",
-                    message: "received a snapshot, which this build cannot install yet".into(),
-                    source: None,
-                });
+                let snap = rd.snapshot().clone();
+                self.install_snapshot(&snap, rd.hs())?;
             }
             self.on_role_change();
             for rs in rd.take_read_states() {
@@ -1001,9 +1036,110 @@ impl<S: StateMachine> Driver<S> {
                 Event::Shutdown { reply } => {
                     let _ = reply.send(());
                 }
-                Event::Tick | Event::Inbound { .. } => {}
+                Event::Tick | Event::Inbound { .. } | Event::SnapshotWritten { .. } => {}
             }
         }
+    }
+
+    /// Starts a background snapshot once enough entries were applied since
+    /// the last one. Capturing is the state machine's cheap `snapshot()`;
+    /// serializing and fsyncing the file happen on another thread.
+    fn maybe_snapshot(&mut self) {
+        let applied = self.raw.raft.raft_log.applied;
+        if self.snapshot_in_progress {
+            return;
+        }
+        let requested = self.storage.take_snapshot_request() && applied > self.last_snapshot_index;
+        if !requested && applied < self.next_snapshot_at {
+            return;
+        }
+        self.next_snapshot_at = applied + self.cfg.snapshot_interval;
+        let term = match self.raw.raft.raft_log.term(applied) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(node = %self.local_id, applied, error = %e, "no term for snapshot index");
+                return;
+            }
+        };
+        let mut handle = match self.sm.snapshot() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(node = %self.local_id, error = %e, "state machine refused to snapshot; retrying later");
+                return;
+            }
+        };
+        let mut meta = SnapshotMetadata::default();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        let members: Vec<Member> = self
+            .conf_state
+            .voters
+            .iter()
+            .chain(self.conf_state.learners.iter())
+            .filter_map(|rid| self.addresses.get(rid).cloned())
+            .collect();
+        let data = encode_snapshot_data(self.conf_index, &members);
+        let dir = self.snapshots.clone();
+        let tx = self.events_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("raft-etcd-snap-{}", self.local_id))
+            .spawn(move || {
+                let result = dir.write(meta.index, meta.term, &mut handle);
+                let _ = tx.blocking_send(Event::SnapshotWritten { meta, data, result });
+            });
+        match spawned {
+            Ok(_) => self.snapshot_in_progress = true,
+            Err(e) => tracing::warn!(error = %e, "could not start the snapshot writer"),
+        }
+    }
+
+    fn snapshot_written(
+        &mut self,
+        meta: SnapshotMetadata,
+        data: Vec<u8>,
+        result: Result<u64>,
+    ) -> Result<()> {
+        self.snapshot_in_progress = false;
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(node = %self.local_id, index = meta.index, error = %e, "snapshot write failed; retrying later");
+                return Ok(());
+            }
+        };
+        if meta.index <= self.last_snapshot_index {
+            // A snapshot received from the leader overtook this one.
+            return Ok(());
+        }
+        self.storage.record_snapshot(&meta, &data)?;
+        self.last_snapshot_index = meta.index;
+        let compact_to = meta.index.saturating_sub(self.cfg.snapshot_keep_entries);
+        self.storage.compact(compact_to)?;
+        self.snapshots.purge_except(meta.index, meta.term);
+        tracing::info!(node = %self.local_id, index = meta.index, bytes, compacted_to = compact_to, "snapshot taken");
+        Ok(())
+    }
+
+    /// Installs a snapshot the leader sent: the state machine is restored
+    /// from the transferred file, then the log is replaced.
+    fn install_snapshot(&mut self, snap: &RaftSnapshot, hs: Option<&HardState>) -> Result<()> {
+        let meta = snap.get_metadata();
+        self.snapshots
+            .restore(meta.index, meta.term, &mut self.sm)?;
+        let (conf_index, members) = decode_snapshot_data(&snap.data)?;
+        self.storage.install_snapshot(meta, &snap.data, hs)?;
+        for m in members {
+            self.addresses.insert(m.raft_id, m);
+        }
+        self.conf_state = meta.get_conf_state().clone();
+        self.conf_index = conf_index;
+        self.applied_term = meta.term;
+        self.last_snapshot_index = meta.index;
+        self.next_snapshot_at = meta.index + self.cfg.snapshot_interval;
+        self.snapshots.purge_except(meta.index, meta.term);
+        tracing::info!(node = %self.local_id, index = meta.index, "installed snapshot from the leader");
+        Ok(())
     }
 
     fn configuration(&self) -> Configuration {
@@ -1051,7 +1187,7 @@ impl<S: StateMachine> Driver<S> {
         status.commit_index = raft.raft_log.committed;
         status.applied_index = raft.raft_log.applied;
         status.last_log_index = raft.raft_log.last_index();
-        status.last_snapshot_index = 0;
+        status.last_snapshot_index = self.last_snapshot_index;
         status.fsm_pending = raft
             .raft_log
             .committed

@@ -11,10 +11,12 @@ use tokio::sync::mpsc;
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 
 use crate::config::EtcdConfig;
-use crate::driver::{Driver, Event, bootstrap_entries};
+use crate::driver::{Base, Driver, Event, bootstrap_entries};
 use crate::engine::EtcdEngine;
 use crate::ids::raft_id;
 use crate::shared::Shared;
+use crate::snapshot::SnapshotDir;
+use crate::storage::decode_snapshot_data;
 use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
 
@@ -96,9 +98,14 @@ impl Factory for EtcdFactory {
         let bootstrap_log = bootstrap_entries(&config.bootstrap_voters())?;
         let has_peers = !config.peers.is_empty();
         let members_for_init = members.clone();
-        // Opening the log reads and may repair files: keep it off the runtime.
-        let opened = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut sm = config.state_machine;
+        // Opening the log reads and may repair files, and restoring the
+        // snapshot reads it whole: keep both off the runtime.
+        let (opened, snapshots, base, sm) = tokio::task::spawn_blocking(move || -> Result<_> {
             let opened = RaftStorage::open(&data_dir, &local_id)?;
+            let snapshots = SnapshotDir::new(&data_dir)?;
+            snapshots.remove_temporaries();
+            let mut base = Base::default();
             if !opened.existed {
                 if bootstrap {
                     opened.storage.initialize(
@@ -118,8 +125,15 @@ impl Factory for EtcdFactory {
                         data_dir.display()
                     )));
                 }
+            } else if let Some((index, term, data)) = &opened.snapshot {
+                snapshots.restore(*index, *term, &mut sm)?;
+                base = Base {
+                    conf_index: decode_snapshot_data(data)?.0,
+                    snapshot_index: *index,
+                    snapshot_term: *term,
+                };
             }
-            Ok(opened)
+            Ok((opened, snapshots, base, sm))
         })
         .await
         .map_err(|e| Error::Internal {
@@ -132,7 +146,16 @@ impl Factory for EtcdFactory {
         }
 
         let mut addresses: HashMap<u64, Member> = HashMap::new();
-        for m in opened.members.iter().chain(members.iter()) {
+        let snapshot_members = match &opened.snapshot {
+            Some((_, _, data)) => decode_snapshot_data(data)?.1,
+            None => Vec::new(),
+        };
+        for m in opened
+            .members
+            .iter()
+            .chain(members.iter())
+            .chain(snapshot_members.iter())
+        {
             addresses.insert(m.raft_id, m.clone());
         }
 
@@ -140,9 +163,9 @@ impl Factory for EtcdFactory {
             id: local_raft_id,
             election_tick: self.config.election_tick,
             heartbeat_tick: self.config.heartbeat_tick,
-            // The state machine is fresh at every start: replay everything
-            // after the base (no snapshots yet, so from the beginning).
-            applied: 0,
+            // The state machine is fresh at every start and was restored from
+            // the snapshot (if any): replay everything after it.
+            applied: base.snapshot_index,
             max_size_per_msg: self.config.max_size_per_msg,
             max_inflight_msgs: self.config.max_inflight_msgs,
             check_quorum: true,
@@ -178,6 +201,7 @@ impl Factory for EtcdFactory {
             None
         };
         let outbound = Outbound::new(
+            snapshots.clone(),
             local_ip,
             config.local_id.clone(),
             config.local_address.clone(),
@@ -189,7 +213,7 @@ impl Factory for EtcdFactory {
         let driver = Driver::new(
             raw,
             opened.storage,
-            config.state_machine,
+            sm,
             self.config.clone(),
             config.local_id.clone(),
             config.join_as_learner,
@@ -197,7 +221,10 @@ impl Factory for EtcdFactory {
             outbound,
             failures_rx,
             events_rx,
+            events_tx.clone(),
             shared.clone(),
+            snapshots.clone(),
+            base,
         );
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
@@ -221,7 +248,7 @@ impl Factory for EtcdFactory {
             }
         });
 
-        let inbound = Inbound::new(events_tx.clone(), self.config.rpc_timeout);
+        let inbound = Inbound::new(events_tx.clone(), self.config.rpc_timeout, snapshots);
         let transport = tonic::service::Routes::new(inbound.into_service());
         let engine = EtcdEngine {
             local_id: config.local_id,

@@ -63,6 +63,7 @@ mod engine;
 mod factory;
 mod ids;
 mod shared;
+mod snapshot;
 mod storage;
 mod transport;
 

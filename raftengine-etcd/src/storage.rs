@@ -9,6 +9,9 @@
 //! | `hs` | the `HardState` (term, vote, commit) |
 //! | `cs` | the `ConfState` the log replays from (empty until snapshots exist) |
 //! | `members` | `raft id \t string id \t address` lines known at creation |
+//! | `snap` | metadata (index, term, conf state) of the newest snapshot file |
+//! | `snap_data` | the membership and config index that snapshot covers |
+//! | `trunc` | index and term of the last entry removed by compaction |
 //!
 //! A new cluster's membership is not written as a `ConfState`: each founding
 //! node writes the same conf-change entries (one `AddNode` per voter, term 1,
@@ -25,9 +28,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, RecoveryMode};
+use raft_engine::{
+    Command, Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, RecoveryMode,
+};
 
 use raftengine::{Error, Result};
 
@@ -36,6 +41,9 @@ const KEY_NODE: &[u8] = b"node";
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
 const KEY_MEMBERS: &[u8] = b"members";
+const KEY_SNAPSHOT: &[u8] = b"snap";
+const KEY_SNAPSHOT_DATA: &[u8] = b"snap_data";
+const KEY_TRUNCATED: &[u8] = b"trunc";
 /// Written (and fsynced) next to the log when a node is created. raft-engine
 /// drops a damaged tail silently; if the damage reaches back to the first
 /// batch the log would look brand new, and this file is how we notice.
@@ -65,15 +73,21 @@ pub(crate) struct Member {
 struct Cached {
     hard_state: HardState,
     conf_state: ConfState,
-    /// Index and term of the newest snapshot (0, 0 before any).
-    snap_index: u64,
-    snap_term: u64,
+    /// The newest snapshot (index 0 before any) and its membership data.
+    snapshot: SnapshotMetadata,
+    snapshot_data: Vec<u8>,
+    /// The last entry compaction removed: (index, term).
+    truncated: (u64, u64),
 }
 
 /// The raft-rs `Storage` over raft-engine. Cheap to clone; the Raft loop
 /// writes through [`RaftStorage::persist`], raft-rs reads through the trait.
 #[derive(Clone)]
 pub(crate) struct RaftStorage {
+    /// Set when raft-rs needed a snapshot the recorded one cannot serve;
+    /// the Raft loop then takes a fresh one.
+    snapshot_wanted: Arc<std::sync::atomic::AtomicBool>,
+    local_id: String,
     engine: Arc<LogEngine>,
     cached: Arc<Mutex<Cached>>,
 }
@@ -93,6 +107,8 @@ pub(crate) struct Opened {
     /// False when the directory held no node yet.
     pub(crate) existed: bool,
     pub(crate) members: Vec<Member>,
+    /// The newest snapshot's (index, term, membership data), if any.
+    pub(crate) snapshot: Option<(u64, u64, Vec<u8>)>,
 }
 
 fn storage_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -156,13 +172,44 @@ impl RaftStorage {
             Some(raw) => decode_members(&raw)?,
             None => Vec::new(),
         };
+        let snapshot: SnapshotMetadata = engine
+            .get_message(GROUP, KEY_SNAPSHOT)
+            .map_err(|e| storage_err("read snapshot metadata", e))?
+            .unwrap_or_default();
+        let snapshot_data = engine.get(GROUP, KEY_SNAPSHOT_DATA).unwrap_or_default();
+        let truncated = match engine.get(GROUP, KEY_TRUNCATED) {
+            None => (0, 0),
+            Some(raw) if raw.len() == 16 => {
+                let mut a = [0u8; 8];
+                let mut b = [0u8; 8];
+                a.copy_from_slice(&raw[..8]);
+                b.copy_from_slice(&raw[8..]);
+                (u64::from_be_bytes(a), u64::from_be_bytes(b))
+            }
+            Some(_) => {
+                return Err(Error::Storage {
+                    message: "corrupt truncation record in raft log".into(),
+                    source: None,
+                });
+            }
+        };
+        let conf_state = if snapshot.index > 0 {
+            snapshot.get_conf_state().clone()
+        } else {
+            conf_state
+        };
+        let snapshot_out =
+            (snapshot.index > 0).then(|| (snapshot.index, snapshot.term, snapshot_data.clone()));
         let storage = RaftStorage {
+            snapshot_wanted: Arc::default(),
+            local_id: local_id.to_owned(),
             engine,
             cached: Arc::new(Mutex::new(Cached {
                 hard_state,
                 conf_state,
-                snap_index: 0,
-                snap_term: 0,
+                snapshot,
+                snapshot_data,
+                truncated,
             })),
         };
         if existed {
@@ -172,6 +219,7 @@ impl RaftStorage {
             storage,
             existed,
             members,
+            snapshot: snapshot_out,
         })
     }
 
@@ -276,6 +324,13 @@ impl RaftStorage {
         self.persist(&[], Some(&hs), false)
     }
 
+    /// True (once) when raft-rs asked for a snapshot the recorded one could
+    /// not serve.
+    pub(crate) fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forces everything written so far to disk.
     pub(crate) fn sync(&self) -> Result<()> {
         self.engine
@@ -284,12 +339,105 @@ impl RaftStorage {
     }
 
     fn last_index_raw(&self) -> u64 {
-        let snap = self.lock().snap_index;
-        self.engine.last_index(GROUP).unwrap_or(snap).max(snap)
+        let truncated = self.lock().truncated.0;
+        self.engine.last_index(GROUP).unwrap_or(0).max(truncated)
     }
 
     fn first_index_raw(&self) -> u64 {
-        self.lock().snap_index + 1
+        self.lock().truncated.0 + 1
+    }
+
+    /// Records a snapshot file written locally. Synced, so the metadata never
+    /// points at a file that is not durable (the file is synced first).
+    pub(crate) fn record_snapshot(&self, meta: &SnapshotMetadata, data: &[u8]) -> Result<()> {
+        let mut batch = LogBatch::default();
+        batch
+            .put_message(GROUP, KEY_SNAPSHOT.to_vec(), meta)
+            .map_err(|e| storage_err("encode snapshot metadata", e))?;
+        batch
+            .put(GROUP, KEY_SNAPSHOT_DATA.to_vec(), data.to_vec())
+            .map_err(|e| storage_err("encode snapshot data", e))?;
+        self.engine
+            .write(&mut batch, true)
+            .map_err(|e| storage_err("write snapshot metadata", e))?;
+        let mut c = self.lock();
+        c.snapshot = meta.clone();
+        c.snapshot_data = data.to_vec();
+        Ok(())
+    }
+
+    /// Removes entries up to and including `index`, which must be covered by
+    /// the recorded snapshot.
+    pub(crate) fn compact(&self, index: u64) -> Result<()> {
+        let (snap_index, truncated) = {
+            let c = self.lock();
+            (c.snapshot.index, c.truncated.0)
+        };
+        if index <= truncated || index > snap_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index)
+            .map_err(|e| storage_err(&format!("term of compaction index {index}"), e))?;
+        let mut record = index.to_be_bytes().to_vec();
+        record.extend_from_slice(&term.to_be_bytes());
+        let mut batch = LogBatch::default();
+        batch
+            .put(GROUP, KEY_TRUNCATED.to_vec(), record)
+            .map_err(|e| storage_err("encode truncation record", e))?;
+        batch.add_command(GROUP, Command::Compact { index: index + 1 });
+        self.engine
+            .write(&mut batch, true)
+            .map_err(|e| storage_err("write compaction", e))?;
+        self.lock().truncated = (index, term);
+        // Rewrites or deletes log files whose entries are all compacted.
+        if let Err(e) = self.engine.purge_expired_files() {
+            tracing::warn!(error = %e, "purging old raft log files failed");
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader: the
+    /// entries are dropped, the snapshot becomes the base, `hs` is written.
+    pub(crate) fn install_snapshot(
+        &self,
+        meta: &SnapshotMetadata,
+        data: &[u8],
+        hs: Option<&HardState>,
+    ) -> Result<()> {
+        let mut batch = LogBatch::default();
+        batch.add_command(GROUP, Command::Clean);
+        batch
+            .put(GROUP, KEY_NODE.to_vec(), self.local_id.as_bytes().to_vec())
+            .map_err(|e| storage_err("encode node id", e))?;
+        batch
+            .put_message(GROUP, KEY_SNAPSHOT.to_vec(), meta)
+            .map_err(|e| storage_err("encode snapshot metadata", e))?;
+        batch
+            .put(GROUP, KEY_SNAPSHOT_DATA.to_vec(), data.to_vec())
+            .map_err(|e| storage_err("encode snapshot data", e))?;
+        let mut record = meta.index.to_be_bytes().to_vec();
+        record.extend_from_slice(&meta.term.to_be_bytes());
+        batch
+            .put(GROUP, KEY_TRUNCATED.to_vec(), record)
+            .map_err(|e| storage_err("encode truncation record", e))?;
+        let mut hard_state = self.lock().hard_state.clone();
+        if let Some(hs) = hs {
+            hard_state = hs.clone();
+        }
+        hard_state.commit = hard_state.commit.max(meta.index);
+        batch
+            .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hard_state)
+            .map_err(|e| storage_err("encode hard state", e))?;
+        self.engine
+            .write(&mut batch, true)
+            .map_err(|e| storage_err("install snapshot", e))?;
+        let mut c = self.lock();
+        c.snapshot = meta.clone();
+        c.snapshot_data = data.to_vec();
+        c.truncated = (meta.index, meta.term);
+        c.conf_state = meta.get_conf_state().clone();
+        c.hard_state = hard_state;
+        Ok(())
     }
 }
 
@@ -326,14 +474,17 @@ impl raft::Storage for RaftStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (snap_index, snap_term) = {
+        let (truncated, snapshot) = {
             let c = self.lock();
-            (c.snap_index, c.snap_term)
+            (c.truncated, (c.snapshot.index, c.snapshot.term))
         };
-        if idx == snap_index {
-            return Ok(snap_term);
+        if idx == truncated.0 {
+            return Ok(truncated.1);
         }
-        if idx < snap_index {
+        if idx == snapshot.0 && idx > 0 {
+            return Ok(snapshot.1);
+        }
+        if idx < truncated.0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         match self.engine.get_entry::<EntryExt>(GROUP, idx) {
@@ -351,12 +502,26 @@ impl raft::Storage for RaftStorage {
         Ok(self.last_index_raw())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted yet, so a follower can always be caught
-        // up with entries; raft-rs retries later on this answer.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let c = self.lock();
+        let cs = c.snapshot.get_conf_state();
+        let knows_peer = cs.voters.contains(&to) || cs.learners.contains(&to);
+        // No snapshot yet, an older one than raft-rs asks for, or one taken
+        // before the peer joined (the peer would refuse it): ask the loop
+        // for a fresh one; raft-rs retries.
+        if c.snapshot.index == 0 || c.snapshot.index < request_index || !knows_peer {
+            self.snapshot_wanted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        // The message carries only metadata and the membership; the state
+        // machine's bytes travel separately (see `transport`).
+        let mut snap = Snapshot::default();
+        snap.set_metadata(c.snapshot.clone());
+        snap.data = c.snapshot_data.clone().into();
+        Ok(snap)
     }
 }
 
@@ -377,7 +542,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn encode_members(members: &[Member]) -> Vec<u8> {
+pub(crate) fn encode_members(members: &[Member]) -> Vec<u8> {
     let mut out = String::new();
     for m in members {
         out.push_str(&format!("{}\t{}\t{}\n", m.raft_id, m.id, m.address));
@@ -385,7 +550,7 @@ fn encode_members(members: &[Member]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn decode_members(raw: &[u8]) -> Result<Vec<Member>> {
+pub(crate) fn decode_members(raw: &[u8]) -> Result<Vec<Member>> {
     let corrupt = || Error::Storage {
         message: "corrupt member list in raft log".into(),
         source: None,
@@ -404,6 +569,28 @@ fn decode_members(raw: &[u8]) -> Result<Vec<Member>> {
         });
     }
     Ok(out)
+}
+
+/// The membership a snapshot covers, carried in the raft snapshot message's
+/// data: the configuration index, then the members.
+pub(crate) fn encode_snapshot_data(conf_index: u64, members: &[Member]) -> Vec<u8> {
+    let mut out = format!("{conf_index}\n").into_bytes();
+    out.extend_from_slice(&encode_members(members));
+    out
+}
+
+/// The inverse of [`encode_snapshot_data`].
+pub(crate) fn decode_snapshot_data(raw: &[u8]) -> Result<(u64, Vec<Member>)> {
+    let corrupt = || Error::Storage {
+        message: "corrupt snapshot membership data".into(),
+        source: None,
+    };
+    let split = raw.iter().position(|b| *b == b'\n').ok_or_else(corrupt)?;
+    let index = std::str::from_utf8(&raw[..split])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(corrupt)?;
+    Ok((index, decode_members(&raw[split + 1..])?))
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 fn factory() -> raftengine_etcd::EtcdFactory {
     let mut config = raftengine_etcd::EtcdConfig::default();
     config.bind_outbound_to_local_ip = true;
+    // Snapshot and compact often so the snapshot cases exercise transfer
+    // and restore within a few hundred writes.
+    config.snapshot_interval = 200;
+    config.snapshot_keep_entries = 20;
     raftengine_etcd::EtcdFactory::new(config)
 }
 

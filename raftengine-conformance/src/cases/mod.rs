@@ -12,4 +12,5 @@ pub mod membership;
 pub mod partitions;
 pub mod reads;
 pub mod restart;
+pub mod snapshots;
 pub mod status;
