@@ -16,7 +16,7 @@
 //! `rt-multi-thread`) as dev-dependencies, then write
 //! `tests/conformance.rs`:
 //!
-//! ```ignore
+//! ```text
 //! raftengine_conformance::conformance_tests!(my_backend::MyFactory::default());
 //! ```
 //!
@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             snapshots::restart_from_snapshot_after_compaction,
             snapshots::learner_added_after_compaction_catches_up,
             snapshots::lagging_follower_catches_up_after_compaction,
+            linearizability::history_is_linearizable_under_leader_isolation,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

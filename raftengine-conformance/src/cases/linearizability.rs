@@ -1,0 +1,213 @@
+//! Linearizability of writes and reads while leaders are isolated
+//! (DESIGN §4.3; checked with stateright's `LinearizabilityTester`).
+//!
+//! Clients record every operation with its invocation and return times.
+//! Operations that certainly did not happen (`NotLeader`,
+//! `TransferInProgress`, failed reads) are left out; a write whose outcome is
+//! unknown (`OutcomeUnknown`, a timeout, any other error) stays in flight
+//! forever, so the checker may place it anywhere after its invocation, or
+//! nowhere; the client then continues under a new id (an id with an
+//! operation in flight cannot start another). Histories are bounded
+//! ([`OPS_PER_CLIENT`]) so checking stays fast.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftengine::{Error, Factory, State};
+use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
+use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+use tokio::time::Instant;
+
+use crate::harness::Cluster;
+use crate::kv::put;
+
+/// How long clients run; `RAFTENGINE_SOAK_SECS` lengthens it for soak runs.
+fn run_time() -> Duration {
+    let secs = std::env::var("RAFTENGINE_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4u64);
+    Duration::from_secs(secs)
+}
+
+/// Most operations one client records.
+const OPS_PER_CLIENT: usize = 150;
+/// Longest the checker may search.
+const CHECK_TIME: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    /// The client id the checker sees.
+    thread: usize,
+    invoked: Instant,
+    /// `None`: outcome unknown (never returns).
+    returned: Option<(Instant, RegisterRet<u64>)>,
+    op: RegisterOp<u64>,
+}
+
+fn decode_value(raw: Option<Vec<u8>>) -> u64 {
+    raw.and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Concurrent writers and readers on one register while a nemesis isolates
+/// the leader again and again: the history must be linearizable.
+pub async fn history_is_linearizable_under_leader_isolation<F: Factory>(factory: F) {
+    let c = Arc::new(Cluster::start(factory, 3).await);
+    c.wait_leader().await;
+    let history: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+    let deadline = Instant::now() + run_time();
+
+    let nemesis = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let leader = (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader);
+                if let Some(l) = leader {
+                    tracing::info!(leader = l, "--- nemesis: isolate the leader");
+                    c.isolate(l);
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    c.heal();
+                }
+            }
+        })
+    };
+
+    let mut clients = Vec::new();
+    for client in 0..4usize {
+        let c = c.clone();
+        let history = history.clone();
+        clients.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut thread = client;
+            let mut recorded = 0;
+            while Instant::now() < deadline && recorded < OPS_PER_CLIENT {
+                seq += 1;
+                let Some(node) = (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader)
+                else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let e = c.engine(node).clone();
+                let write = (seq + client as u64) % 2 == 0;
+                let invoked = Instant::now();
+                if write {
+                    let value = client as u64 * 1_000_000 + seq;
+                    let op = RegisterOp::Write(value);
+                    let outcome = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        e.propose(put("reg", value.to_string())),
+                    )
+                    .await;
+                    let returned = match outcome {
+                        Ok(Ok(_)) => Some(Some((Instant::now(), RegisterRet::WriteOk))),
+                        // Never appended: the write did not happen.
+                        Ok(Err(Error::NotLeader { .. } | Error::TransferInProgress)) => None,
+                        // Anything else may have committed.
+                        Ok(Err(_)) | Err(_) => Some(None),
+                    };
+                    if let Some(returned) = returned {
+                        let unknown = returned.is_none();
+                        history.lock().unwrap().push(Recorded {
+                            thread,
+                            invoked,
+                            returned,
+                            op,
+                        });
+                        recorded += 1;
+                        if unknown {
+                            thread += 1000;
+                        }
+                    }
+                } else {
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(3), e.linearizable_read()).await;
+                    if let Ok(Ok(_)) = read {
+                        let value = decode_value(c.nodes[node].kv.get(b"reg"));
+                        history.lock().unwrap().push(Recorded {
+                            thread,
+                            invoked,
+                            returned: Some((Instant::now(), RegisterRet::ReadOk(value))),
+                            op: RegisterOp::Read,
+                        });
+                        recorded += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for t in clients {
+        t.await.expect("client task");
+    }
+    nemesis.await.expect("nemesis task");
+    c.heal();
+
+    let history = history.lock().unwrap().clone();
+    let completed_writes = history
+        .iter()
+        .filter(|r| matches!(r.returned, Some((_, RegisterRet::WriteOk))))
+        .count();
+    let reads = history.iter().filter(|r| r.op == RegisterOp::Read).count();
+    assert!(
+        completed_writes >= 5,
+        "too few writes completed ({completed_writes}) to check anything"
+    );
+    assert!(
+        reads >= 5,
+        "too few reads completed ({reads}) to check anything"
+    );
+
+    // Replay invocations and returns in time order.
+    enum Ev {
+        Invoke(usize),
+        Return(usize),
+    }
+    let mut events: Vec<(Instant, u8, Ev)> = Vec::new();
+    for (i, r) in history.iter().enumerate() {
+        events.push((r.invoked, 0, Ev::Invoke(i)));
+        if let Some((t, _)) = &r.returned {
+            events.push((*t, 1, Ev::Return(i)));
+        }
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    let total = history.len();
+    // The search is exponential in the worst case (a broken backend can make
+    // it so); bound it, and count "undecided" as a failure.
+    let check = tokio::task::spawn_blocking(move || {
+        let mut tester = LinearizabilityTester::new(Register(0u64));
+        for (_, _, ev) in events {
+            match ev {
+                Ev::Invoke(i) => {
+                    tester
+                        .on_invoke(history[i].thread, history[i].op.clone())
+                        .expect("well-formed history");
+                }
+                Ev::Return(i) => {
+                    let ret = history[i]
+                        .returned
+                        .as_ref()
+                        .map(|(_, r)| r.clone())
+                        .expect("returned");
+                    tester
+                        .on_return(history[i].thread, ret)
+                        .expect("well-formed history");
+                }
+            }
+        }
+        tester.is_consistent()
+    });
+    let consistent = tokio::time::timeout(CHECK_TIME, check)
+        .await
+        .unwrap_or_else(|_| panic!("the checker could not decide within {CHECK_TIME:?}"))
+        .expect("checker task");
+    assert!(
+        consistent,
+        "history of {total} operations ({completed_writes} acknowledged writes, {reads} reads) is not linearizable"
+    );
+    match Arc::try_unwrap(c) {
+        Ok(c) => c.shutdown().await,
+        Err(_) => panic!("cluster still shared after the clients finished"),
+    }
+}
