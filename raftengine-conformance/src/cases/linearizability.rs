@@ -8,7 +8,7 @@
 //! forever, so the checker may place it anywhere after its invocation, or
 //! nowhere; the client then continues under a new id (an id with an
 //! operation in flight cannot start another). Histories are bounded
-//! ([`OPS_PER_CLIENT`]) so checking stays fast.
+//! (150 operations per client) so checking stays fast.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
