@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             snapshots::learner_added_after_compaction_catches_up,
             snapshots::lagging_follower_catches_up_after_compaction,
             linearizability::history_is_linearizable_under_leader_isolation,
+            hostile::garbage_on_the_transport_port_is_harmless,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -569,3 +569,46 @@ async fn stream_snapshot(
         Err(_) => Err(format!("snapshot message to {to} timed out")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn undecodable_messages_and_missing_snapshots_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel::<Event<()>>(8);
+        let inbound = Inbound::new(
+            tx,
+            Duration::from_secs(1),
+            SnapshotDir::new(dir.path()).unwrap(),
+        );
+        let garbage = MessageBatch {
+            from_id: "n2".into(),
+            from_address: "127.0.0.1:1".into(),
+            messages: vec![Bytes::from_static(b"\xff\xff\xff\xff\xff not protobuf")],
+        };
+        let err = inbound.send(Request::new(garbage)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        let anonymous = MessageBatch {
+            from_id: String::new(),
+            from_address: String::new(),
+            messages: vec![],
+        };
+        let err = inbound.send(Request::new(anonymous)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        let mut snap = Message::default();
+        snap.set_msg_type(MessageType::MsgSnapshot);
+        snap.mut_snapshot().mut_metadata().index = 9;
+        let batch = MessageBatch {
+            from_id: "n2".into(),
+            from_address: "127.0.0.1:1".into(),
+            messages: vec![Bytes::from(snap.write_to_bytes().unwrap())],
+        };
+        let err = inbound.send(Request::new(batch)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(rx.try_recv().is_err(), "nothing reached the raft loop");
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod basics;
 pub mod elections;
+pub mod hostile;
 pub mod linearizability;
 pub mod membership;
 pub mod partitions;
