@@ -1,0 +1,540 @@
+//! The engine comparison: `cargo run --release -p raftengine-examples --bin bench`.
+//!
+//! Runs every compiled-in engine through the same workloads on a cluster in
+//! this process (loopback gRPC, durable data dirs, fsync on) and prints a
+//! Markdown table; `--json PATH` also writes the results as JSON. The
+//! machine's own limits (fdatasync and loopback round trip) are measured in
+//! the same run so each write row can be read against them.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark binary: failing loudly is right
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
+use raftengine_examples::{KvMachine, Map, put};
+use serde::Serialize;
+
+/// Compare raftengine backends side by side.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Concurrent clients for the write workload (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Clients for the read workloads and the 1-node row.
+    #[arg(long, default_value_t = 256)]
+    read_clients: usize,
+    /// Seconds per workload.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Payload bytes per write.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Nodes in the replicated cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Engines to run (comma separated); default: every compiled-in engine.
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<String>,
+    /// Where data dirs go (e.g. /dev/shm to compare with tmpfs).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Failover repetitions (median reported).
+    #[arg(long, default_value_t = 3)]
+    failovers: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    fsync_p50_us: f64,
+    loopback_rtt_p50_us: f64,
+}
+
+#[derive(Debug, Serialize, Clone)]
+struct Row {
+    engine: String,
+    workload: String,
+    nodes: usize,
+    clients: usize,
+    payload_bytes: usize,
+    durable: bool,
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Throughput / (clients / (fsync p50 + RTT p50)), write rows only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_physical_limit: Option<f64>,
+    peak_rss_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    results: Vec<Row>,
+    not_run: Vec<String>,
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[((values.len() - 1) as f64 * p) as usize]
+}
+
+/// fdatasync latency of a 4 KiB append on the data-dir disk.
+fn measure_fsync(dir: &Path) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("create fsync probe");
+    let block = [7u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&block).expect("write probe");
+        let t = Instant::now();
+        f.sync_data().expect("fdatasync");
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(&path);
+    percentile(&mut samples, 0.5)
+}
+
+/// Round trip of a 64-byte ping over a loopback TCP connection.
+fn measure_rtt() -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut buf = [1u8; 64];
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        c.write_all(&buf).expect("ping");
+        c.read_exact(&mut buf).expect("pong");
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(c);
+    let _ = echo.join();
+    percentile(&mut samples, 0.5)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+type KvEngine = Arc<dyn Engine<u64>>;
+
+struct Node {
+    id: String,
+    address: String,
+    dir: PathBuf,
+    map: Map,
+    engine: Option<KvEngine>,
+    server: Option<TransportServer>,
+}
+
+struct Cluster<F: Factory> {
+    factory: F,
+    nodes: Vec<Node>,
+    peers: Vec<Server>,
+}
+
+impl<F: Factory> Cluster<F> {
+    async fn start(factory: F, n: usize, root: &Path) -> Self {
+        let mut listeners = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            peers.push(Server::voter(
+                format!("n{}", i + 1),
+                l.local_addr().expect("addr").to_string(),
+            ));
+            listeners.push(l);
+        }
+        let mut c = Cluster {
+            factory,
+            nodes: Vec::new(),
+            peers: peers.clone(),
+        };
+        for (i, l) in listeners.into_iter().enumerate() {
+            let node = c
+                .launch(&peers[i].id, &peers[i].address, root.join(&peers[i].id), l)
+                .await;
+            c.nodes.push(node);
+        }
+        c
+    }
+
+    async fn launch(
+        &self,
+        id: &str,
+        address: &str,
+        dir: PathBuf,
+        l: tokio::net::TcpListener,
+    ) -> Node {
+        let sm = KvMachine::default();
+        let map = sm.map.clone();
+        let cfg = FactoryConfig::new(id, address, dir.clone(), sm)
+            .with_peers(self.peers.clone())
+            .with_bootstrap(true);
+        let created = self.factory.create(cfg).await.expect("create engine");
+        let server = created.serve(l).expect("serve");
+        Node {
+            id: id.to_owned(),
+            address: address.to_owned(),
+            dir,
+            map,
+            engine: Some(created.engine),
+            server: Some(server),
+        }
+    }
+
+    async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(e) = &n.engine {
+                    if e.state() == State::Leader && e.check_serving().await.is_ok() {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn engine(&self, i: usize) -> KvEngine {
+        self.nodes[i].engine.clone().expect("node running")
+    }
+
+    async fn stop(&mut self, i: usize) {
+        if let Some(e) = self.nodes[i].engine.take() {
+            let _ = e.shutdown().await;
+        }
+        if let Some(s) = self.nodes[i].server.take() {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.stop(i).await;
+        let (id, address, dir) = (
+            self.nodes[i].id.clone(),
+            self.nodes[i].address.clone(),
+            self.nodes[i].dir.clone(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let l = loop {
+            match tokio::net::TcpListener::bind(&address).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebind {address}: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.nodes[i] = self.launch(&id, &address, dir, l).await;
+    }
+
+    async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Runs `clients` loops of `op` for `duration`; returns (ops/s, p50 µs, p99 µs).
+async fn load<Op, Fut>(clients: usize, duration: Duration, op: Op) -> (f64, f64, f64)
+where
+    Op: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if op(c, n).await {
+                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                }
+                n += 1;
+            }
+            h
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for t in tasks {
+        all.add(t.await.expect("client")).expect("merge");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (
+        all.len() as f64 / secs,
+        all.value_at_quantile(0.5) as f64,
+        all.value_at_quantile(0.99) as f64,
+    )
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    machine: &'a Machine,
+    root: PathBuf,
+}
+
+async fn run_engine<F: Factory + Clone>(
+    name: &str,
+    factory: F,
+    ctx: &Ctx<'_>,
+    rows: &mut Vec<Row>,
+) {
+    let args = ctx.args;
+    let dur = Duration::from_secs(args.duration);
+    let limit = |clients: usize| {
+        clients as f64 / ((ctx.machine.fsync_p50_us + ctx.machine.loopback_rtt_p50_us) / 1e6)
+    };
+    let row = |workload: &str,
+               nodes: usize,
+               clients: usize,
+               (ops, p50, p99): (f64, f64, f64),
+               write: bool| Row {
+        engine: name.to_owned(),
+        workload: workload.to_owned(),
+        nodes,
+        clients,
+        payload_bytes: if write { args.payload } else { 0 },
+        durable: true,
+        ops_per_sec: ops,
+        p50_us: p50,
+        p99_us: p99,
+        ratio_to_physical_limit: write.then(|| ops / limit(clients)),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    let payload = vec![b'x'; args.payload];
+
+    eprintln!("[{name}] starting {} nodes", args.nodes);
+    let mut cluster = Cluster::start(
+        factory.clone(),
+        args.nodes,
+        &ctx.root.join(format!("{name}-{}", args.nodes)),
+    )
+    .await;
+    let l = cluster.leader().await;
+    let e = cluster.engine(l);
+    for &clients in &args.clients {
+        eprintln!("[{name}] write, {clients} clients");
+        let (e2, p) = (e.clone(), payload.clone());
+        let r = load(clients, dur, move |c, n| {
+            let (e, data) = (e2.clone(), put(format!("k{c}-{}", n % 1024).as_bytes(), &p));
+            async move { e.propose(data).await.is_ok() }
+        })
+        .await;
+        rows.push(row("write", args.nodes, clients, r, true));
+    }
+    eprintln!("[{name}] linearizable reads, {} clients", args.read_clients);
+    let e2 = e.clone();
+    let r = load(args.read_clients, dur, move |_, _| {
+        let e = e2.clone();
+        async move { e.linearizable_read().await.is_ok() }
+    })
+    .await;
+    rows.push(row(
+        "linearizable_read",
+        args.nodes,
+        args.read_clients,
+        r,
+        false,
+    ));
+    eprintln!("[{name}] lease reads, {} clients", args.read_clients);
+    let (e2, map) = (e.clone(), cluster.nodes[l].map.clone());
+    let r = load(args.read_clients, dur, move |c, _| {
+        let (e, map) = (e2.clone(), map.clone());
+        async move {
+            // A lease read: the lease check, then a local lookup.
+            let ok = e.check_lease().is_ok();
+            if ok {
+                let m = map.read().unwrap_or_else(|p| p.into_inner());
+                std::hint::black_box(m.get(format!("k{c}-0").as_bytes()));
+            } else {
+                tokio::task::yield_now().await;
+            }
+            ok
+        }
+    })
+    .await;
+    rows.push(row("lease_read", args.nodes, args.read_clients, r, false));
+
+    // Failover: stop the leader, time until a write commits on the new one.
+    let mut samples = Vec::new();
+    for round in 0..args.failovers {
+        eprintln!("[{name}] failover {}/{}", round + 1, args.failovers);
+        let old = cluster.leader().await;
+        let t = Instant::now();
+        cluster.stop(old).await;
+        loop {
+            let mut done = false;
+            for i in 0..cluster.nodes.len() {
+                if let Some(e) = &cluster.nodes[i].engine {
+                    if e.state() == State::Leader {
+                        if let Ok(Ok(_)) = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            e.propose(put(b"failover", b"1")),
+                        )
+                        .await
+                        {
+                            done = true;
+                        }
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no write committed after failover"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+        cluster.restart(old).await;
+        cluster.leader().await;
+    }
+    let median = percentile(&mut samples.clone(), 0.5);
+    let worst = percentile(&mut samples, 1.0);
+    rows.push(row(
+        "failover",
+        args.nodes,
+        1,
+        (1e6 / median.max(1.0), median, worst),
+        false,
+    ));
+    cluster.shutdown().await;
+
+    eprintln!("[{name}] 1 node, write, {} clients", args.read_clients);
+    let single = Cluster::start(factory, 1, &ctx.root.join(format!("{name}-1"))).await;
+    let e = single.engine(single.leader().await);
+    let p = payload.clone();
+    let r = load(args.read_clients, dur, move |c, n| {
+        let (e, data) = (e.clone(), put(format!("k{c}-{}", n % 1024).as_bytes(), &p));
+        async move { e.propose(data).await.is_ok() }
+    })
+    .await;
+    rows.push(row("write", 1, args.read_clients, r, true));
+    single.shutdown().await;
+}
+
+fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
+    println!(
+        "\nmachine: {} cores, fdatasync p50 {:.0} µs, loopback RTT p50 {:.0} µs\n",
+        machine.cores, machine.fsync_p50_us, machine.loopback_rtt_p50_us
+    );
+    println!(
+        "| engine | workload | nodes | clients | ops/s | p50 µs | p99 µs | vs physical limit | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} |",
+            r.engine,
+            r.workload,
+            r.nodes,
+            r.clients,
+            r.ops_per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.ratio_to_physical_limit
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.peak_rss_mib
+        );
+    }
+    for n in not_run {
+        println!("\nnot run: {n}");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let root = tempfile::Builder::new()
+        .prefix("raftengine-bench-")
+        .tempdir_in(&base)
+        .expect("temp dir");
+    let machine = Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        fsync_p50_us: measure_fsync(root.path()),
+        loopback_rtt_p50_us: measure_rtt(),
+    };
+    let wanted = |name: &str| args.engines.is_empty() || args.engines.iter().any(|e| e == name);
+    let mut rows = Vec::new();
+    let mut not_run = Vec::new();
+    let ctx = Ctx {
+        args: &args,
+        machine: &machine,
+        root: root.path().to_path_buf(),
+    };
+    #[cfg(feature = "etcd")]
+    if wanted("etcd") {
+        run_engine(
+            "etcd",
+            raftengine_etcd::EtcdFactory::default(),
+            &ctx,
+            &mut rows,
+        )
+        .await;
+    }
+    if wanted("openraft") {
+        not_run.push("openraft: the backend is not implemented yet (issue #4)".to_owned());
+    }
+    print_table(&machine, &rows, &not_run);
+    if let Some(path) = &args.json {
+        let report = Report {
+            machine,
+            results: rows,
+            not_run,
+        };
+        let json = serde_json::to_string_pretty(&report).expect("serialize");
+        std::fs::write(path, json).expect("write json");
+        eprintln!("wrote {}", path.display());
+    }
+}
