@@ -351,6 +351,23 @@ impl<F: Factory> Cluster<F> {
         self.nodes.len() - 1
     }
 
+    /// Starts a new node `id` and has the leader at `leader` add it as a
+    /// learner; returns its position and the new configuration index.
+    ///
+    /// # Panics
+    ///
+    /// If the node cannot start or the leader refuses the change.
+    pub async fn add_learner_node(&mut self, leader: usize, id: &str) -> (usize, u64) {
+        let j = self.spawn_joiner(id, true).await;
+        let address = self.nodes[j].address.clone();
+        let index = self
+            .engine(leader)
+            .add_learner(id, &address, None)
+            .await
+            .unwrap_or_else(|e| panic!("add learner {id}: {e}"));
+        (j, index)
+    }
+
     /// Shuts every node down (call at the end of a case).
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {

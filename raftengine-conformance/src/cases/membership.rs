@@ -22,13 +22,7 @@ pub async fn learner_catches_up_and_is_promoted<F: Factory>(factory: F) {
             .expect("put")
             .commit_index;
     }
-    let j = c.spawn_joiner("n4", true).await;
-    let address = c.nodes[j].address.clone();
-    let conf_index = c
-        .engine(l)
-        .add_learner("n4", &address, None)
-        .await
-        .expect("add learner");
+    let (j, conf_index) = c.add_learner_node(l, "n4").await;
     let conf = c.engine(l).configuration().await.expect("configuration");
     assert_eq!(conf.index, conf_index);
     assert_eq!(
@@ -90,13 +84,7 @@ pub async fn promote_preconditions_are_enforced<F: Factory>(factory: F) {
         CatchUp::at_least(0),
         Err(Error::FailedPrecondition { .. })
     ));
-    let j = c.spawn_joiner("n4", true).await;
-    let address = c.nodes[j].address.clone();
-    let idx = c
-        .engine(l)
-        .add_learner("n4", &address, None)
-        .await
-        .expect("add learner");
+    let (_, idx) = c.add_learner_node(l, "n4").await;
     let far = c.engine(l).status().last_log_index + 1_000_000;
     match c
         .engine(l)
@@ -116,13 +104,7 @@ pub async fn promote_preconditions_are_enforced<F: Factory>(factory: F) {
 pub async fn stale_prev_index_is_refused<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
-    let j = c.spawn_joiner("n4", true).await;
-    let address = c.nodes[j].address.clone();
-    let idx = c
-        .engine(l)
-        .add_learner("n4", &address, None)
-        .await
-        .expect("add learner");
+    let (_, idx) = c.add_learner_node(l, "n4").await;
     match c.engine(l).remove_server("n4", Some(idx + 1000)).await {
         Err(Error::ConfigIndexMismatch { expected, actual }) => {
             assert_eq!(expected, idx + 1000);
@@ -226,11 +208,7 @@ pub async fn invalid_transfer_targets_are_refused<F: Factory>(factory: F) {
             other => panic!("transfer to {target}: expected FailedPrecondition, got {other:?}"),
         }
     }
-    let j = c.spawn_joiner("n4", true).await;
-    let address = c.nodes[j].address.clone();
-    e.add_learner("n4", &address, None)
-        .await
-        .expect("add learner");
+    c.add_learner_node(l, "n4").await;
     match e
         .transfer_leadership(raftengine::TransferTarget::Server("n4".into()))
         .await

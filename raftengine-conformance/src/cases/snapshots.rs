@@ -115,11 +115,7 @@ pub async fn learner_added_after_compaction_catches_up<F: Factory>(factory: F) {
     let l = c.wait_leader().await;
     let e = c.engine(l).clone();
     let last = write_until_snapshot(&e, "c", 1).await;
-    let j = c.spawn_joiner("n4", true).await;
-    let address = c.nodes[j].address.clone();
-    e.add_learner("n4", &address, None)
-        .await
-        .expect("add learner");
+    let (j, _) = c.add_learner_node(l, "n4").await;
     let w = e.propose(put("after", "join")).await.expect("put");
     c.wait_applied(j, w.commit_index.max(last)).await;
     c.engine(l).linearizable_read().await.expect("read");
