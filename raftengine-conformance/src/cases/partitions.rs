@@ -187,3 +187,107 @@ pub async fn progress_continues_under_flapping_links<F: Factory>(factory: F) {
     }
     c.shutdown().await;
 }
+
+/// Leadership callbacks fire on the exact edges of a partition: the isolated
+/// leader's loss callback, and the new leader's acquired callback.
+pub async fn leadership_callbacks_fire_on_isolation<F: Factory>(factory: F) {
+    use std::sync::atomic::AtomicUsize;
+    let c = Cluster::start(factory, 3).await;
+    let old = c.wait_leader().await;
+    c.engine(old).propose(put("cb", "1")).await.expect("put");
+    let lost = Arc::new(AtomicUsize::new(0));
+    let gained = Arc::new(AtomicUsize::new(0));
+    let l2 = lost.clone();
+    let loss = c
+        .engine(old)
+        .register_leader_loss_callback(Arc::new(move || {
+            l2.fetch_add(1, Ordering::SeqCst);
+        }));
+    let mut acquired = Vec::new();
+    for i in (0..3).filter(|i| *i != old) {
+        let g = gained.clone();
+        acquired.push(
+            c.engine(i)
+                .register_leader_acquired_callback(Arc::new(move || {
+                    g.fetch_add(1, Ordering::SeqCst);
+                })),
+        );
+    }
+    c.isolate(old);
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    c.wait_leader_among(&majority).await;
+    wait_for(
+        "the old leader's loss callback and the new leader's acquired callback",
+        || async {
+            (lost.load(Ordering::SeqCst) >= 1 && gained.load(Ordering::SeqCst) >= 1).then_some(())
+        },
+    )
+    .await;
+    // The old leader stepped down once: one loss edge.
+    assert_eq!(
+        lost.load(Ordering::SeqCst),
+        1,
+        "loss callback fired more than once"
+    );
+    loss.deregister();
+    for r in acquired {
+        r.deregister();
+    }
+    c.heal();
+    c.shutdown().await;
+}
+
+/// A transfer to a voter that cannot be reached is reported as aborted
+/// within a bounded time instead of hanging, and the leader keeps serving.
+pub async fn transfer_to_an_isolated_target_is_aborted<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("t", "1")).await.expect("put");
+    let f = c.other_than(l);
+    c.isolate(f);
+    let target = c.nodes[f].id.clone();
+    let outcome = tokio::time::timeout(
+        crate::harness::WAIT,
+        c.engine(l)
+            .transfer_leadership(raftengine::TransferTarget::Server(target)),
+    )
+    .await
+    .expect("transfer to an isolated target hung");
+    match outcome {
+        Err(Error::TransferAborted { .. } | Error::NotLeader { .. } | Error::LeadershipLost) => {}
+        Ok(()) => panic!("transfer to an isolated node reported success"),
+        Err(other) => panic!("unexpected transfer error: {other}"),
+    }
+    // Some node (most likely the same leader) keeps accepting writes.
+    let majority: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let leader = c.wait_leader_among(&majority).await;
+    c.engine(leader)
+        .propose(put("t", "2"))
+        .await
+        .expect("put after aborted transfer");
+    c.heal();
+    c.shutdown().await;
+}
+
+/// A linearizable read issued right after a new leader is elected completes
+/// (the engine must not silently drop it before the leader commits in its
+/// term).
+pub async fn read_right_after_an_election_completes<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let old = c.wait_leader().await;
+    c.engine(old).propose(put("r", "1")).await.expect("put");
+    c.stop(old).await;
+    let e = wait_for("a new leader", || async {
+        (0..3)
+            .filter(|i| *i != old)
+            .find(|i| c.engine(*i).state() == State::Leader)
+            .map(|i| c.engine(i).clone())
+    })
+    .await;
+    let idx = tokio::time::timeout(crate::harness::WAIT, e.linearizable_read())
+        .await
+        .expect("read right after the election hung")
+        .expect("read right after the election failed");
+    assert!(idx >= 1);
+    c.shutdown().await;
+}
