@@ -670,9 +670,11 @@ impl<S: StateMachine> Driver<S> {
     /// lease once per heartbeat interval.
     fn issue_reads(&mut self) {
         if !self.is_leader() {
-            let err = self.not_leader();
+            let leader = self.leader_info();
             for r in self.reads_unsent.drain(..) {
-                let _ = r.send(Err(err.clone_kind()));
+                let _ = r.send(Err(Error::NotLeader {
+                    leader: leader.clone(),
+                }));
             }
             return;
         }
@@ -1224,26 +1226,5 @@ impl<S: StateMachine> Driver<S> {
             applied_index: raft.raft_log.applied,
         };
         self.shared.publish(status, lease, self.configuration());
-    }
-}
-
-trait CloneKind {
-    fn clone_kind(&self) -> Error;
-}
-
-impl CloneKind for Error {
-    /// `Error` is not `Clone` (it carries sources); the loop only needs to
-    /// copy the leader hint of a `NotLeader` to several waiters.
-    fn clone_kind(&self) -> Error {
-        match self {
-            Error::NotLeader { leader } => Error::NotLeader {
-                leader: leader.clone(),
-            },
-            other => Error::Internal {
-                engine: "etcd",
-                message: other.to_string(),
-                source: None,
-            },
-        }
     }
 }
