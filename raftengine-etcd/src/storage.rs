@@ -255,12 +255,13 @@ impl RaftStorage {
         members: &[Member],
     ) -> Result<()> {
         let mut batch = LogBatch::default();
-        batch
-            .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
-            .map_err(|e| storage_err("encode node id", e))?;
-        batch
-            .put(GROUP, KEY_MEMBERS.to_vec(), encode_members(members))
-            .map_err(|e| storage_err("encode members", e))?;
+        put_raw(
+            &mut batch,
+            KEY_NODE,
+            local_id.as_bytes().to_vec(),
+            "node id",
+        )?;
+        put_raw(&mut batch, KEY_MEMBERS, encode_members(members), "members")?;
         let mut hs = HardState::default();
         if let Some(last) = bootstrap.last() {
             // The bootstrap entries are committed by definition: every
@@ -270,9 +271,7 @@ impl RaftStorage {
                 .map_err(|e| storage_err("encode bootstrap entries", e))?;
             hs.term = last.term;
             hs.commit = last.index;
-            batch
-                .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)
-                .map_err(|e| storage_err("encode hard state", e))?;
+            put_message(&mut batch, KEY_HARD_STATE, &hs, "hard state")?;
         }
         self.engine
             .write(&mut batch, true)
@@ -300,9 +299,7 @@ impl RaftStorage {
                 .map_err(|e| storage_err("encode entries", e))?;
         }
         if let Some(hs) = hard_state {
-            batch
-                .put_message(GROUP, KEY_HARD_STATE.to_vec(), hs)
-                .map_err(|e| storage_err("encode hard state", e))?;
+            put_message(&mut batch, KEY_HARD_STATE, hs, "hard state")?;
         }
         self.engine
             .write(&mut batch, sync)
@@ -351,12 +348,13 @@ impl RaftStorage {
     /// points at a file that is not durable (the file is synced first).
     pub(crate) fn record_snapshot(&self, meta: &SnapshotMetadata, data: &[u8]) -> Result<()> {
         let mut batch = LogBatch::default();
-        batch
-            .put_message(GROUP, KEY_SNAPSHOT.to_vec(), meta)
-            .map_err(|e| storage_err("encode snapshot metadata", e))?;
-        batch
-            .put(GROUP, KEY_SNAPSHOT_DATA.to_vec(), data.to_vec())
-            .map_err(|e| storage_err("encode snapshot data", e))?;
+        put_message(&mut batch, KEY_SNAPSHOT, meta, "snapshot metadata")?;
+        put_raw(
+            &mut batch,
+            KEY_SNAPSHOT_DATA,
+            data.to_vec(),
+            "snapshot data",
+        )?;
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write snapshot metadata", e))?;
@@ -381,9 +379,7 @@ impl RaftStorage {
         let mut record = index.to_be_bytes().to_vec();
         record.extend_from_slice(&term.to_be_bytes());
         let mut batch = LogBatch::default();
-        batch
-            .put(GROUP, KEY_TRUNCATED.to_vec(), record)
-            .map_err(|e| storage_err("encode truncation record", e))?;
+        put_raw(&mut batch, KEY_TRUNCATED, record, "truncation record")?;
         batch.add_command(GROUP, Command::Compact { index: index + 1 });
         self.engine
             .write(&mut batch, true)
@@ -406,28 +402,28 @@ impl RaftStorage {
     ) -> Result<()> {
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Clean);
-        batch
-            .put(GROUP, KEY_NODE.to_vec(), self.local_id.as_bytes().to_vec())
-            .map_err(|e| storage_err("encode node id", e))?;
-        batch
-            .put_message(GROUP, KEY_SNAPSHOT.to_vec(), meta)
-            .map_err(|e| storage_err("encode snapshot metadata", e))?;
-        batch
-            .put(GROUP, KEY_SNAPSHOT_DATA.to_vec(), data.to_vec())
-            .map_err(|e| storage_err("encode snapshot data", e))?;
+        put_raw(
+            &mut batch,
+            KEY_NODE,
+            self.local_id.as_bytes().to_vec(),
+            "node id",
+        )?;
+        put_message(&mut batch, KEY_SNAPSHOT, meta, "snapshot metadata")?;
+        put_raw(
+            &mut batch,
+            KEY_SNAPSHOT_DATA,
+            data.to_vec(),
+            "snapshot data",
+        )?;
         let mut record = meta.index.to_be_bytes().to_vec();
         record.extend_from_slice(&meta.term.to_be_bytes());
-        batch
-            .put(GROUP, KEY_TRUNCATED.to_vec(), record)
-            .map_err(|e| storage_err("encode truncation record", e))?;
+        put_raw(&mut batch, KEY_TRUNCATED, record, "truncation record")?;
         let mut hard_state = self.lock().hard_state.clone();
         if let Some(hs) = hs {
             hard_state = hs.clone();
         }
         hard_state.commit = hard_state.commit.max(meta.index);
-        batch
-            .put_message(GROUP, KEY_HARD_STATE.to_vec(), &hard_state)
-            .map_err(|e| storage_err("encode hard state", e))?;
+        put_message(&mut batch, KEY_HARD_STATE, &hard_state, "hard state")?;
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("install snapshot", e))?;
@@ -523,6 +519,25 @@ impl raft::Storage for RaftStorage {
         snap.data = c.snapshot_data.clone().into();
         Ok(snap)
     }
+}
+
+/// Adds `key = message` (protobuf-encoded) to `batch`.
+fn put_message<M: protobuf::Message>(
+    batch: &mut LogBatch,
+    key: &[u8],
+    message: &M,
+    what: &str,
+) -> Result<()> {
+    batch
+        .put_message(GROUP, key.to_vec(), message)
+        .map_err(|e| storage_err(&format!("encode {what}"), e))
+}
+
+/// Adds `key = value` to `batch`.
+fn put_raw(batch: &mut LogBatch, key: &[u8], value: Vec<u8>, what: &str) -> Result<()> {
+    batch
+        .put(GROUP, key.to_vec(), value)
+        .map_err(|e| storage_err(&format!("encode {what}"), e))
 }
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync dir.
