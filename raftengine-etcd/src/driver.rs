@@ -776,26 +776,33 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn fail_on_step_down(&mut self) {
+        self.fail_waiters(
+            || Error::OutcomeUnknown {
+                reason: "leadership lost after the entry was appended".into(),
+            },
+            || Error::LeadershipLost,
+        );
+    }
+
+    /// Fails every proposal and membership waiter with `appended()` and every
+    /// read with `read()`.
+    fn fail_waiters(&mut self, appended: impl Fn() -> Error, read: impl Fn() -> Error) {
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(Error::OutcomeUnknown {
-                reason: "leadership lost after the proposal was appended".into(),
-            }));
+            let _ = reply.send(Err(appended()));
         }
         for (_, (_, reply)) in std::mem::take(&mut self.conf_waiters) {
-            let _ = reply.send(Err(Error::OutcomeUnknown {
-                reason: "leadership lost after the membership change was appended".into(),
-            }));
+            let _ = reply.send(Err(appended()));
         }
         for (_, round) in self.reads_inflight.drain() {
             for w in round.waiters {
-                let _ = w.send(Err(Error::LeadershipLost));
+                let _ = w.send(Err(read()));
             }
         }
         for w in self.reads_unsent.drain(..) {
-            let _ = w.send(Err(Error::LeadershipLost));
+            let _ = w.send(Err(read()));
         }
         for (_, w) in self.reads_ready.drain(..) {
-            let _ = w.send(Err(Error::LeadershipLost));
+            let _ = w.send(Err(read()));
         }
     }
 
@@ -995,26 +1002,12 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn fail_everything(&mut self, reason: &StopReason) {
-        let appended = || Error::OutcomeUnknown {
-            reason: format!("engine stopped ({reason:?}) before the entry was known to commit"),
-        };
-        for (_, (_, r)) in std::mem::take(&mut self.proposals) {
-            let _ = r.send(Err(appended()));
-        }
-        for (_, (_, r)) in std::mem::take(&mut self.conf_waiters) {
-            let _ = r.send(Err(appended()));
-        }
-        for (_, round) in self.reads_inflight.drain() {
-            for w in round.waiters {
-                let _ = w.send(Err(Error::Shutdown));
-            }
-        }
-        for w in self.reads_unsent.drain(..) {
-            let _ = w.send(Err(Error::Shutdown));
-        }
-        for (_, w) in self.reads_ready.drain(..) {
-            let _ = w.send(Err(Error::Shutdown));
-        }
+        self.fail_waiters(
+            || Error::OutcomeUnknown {
+                reason: format!("engine stopped ({reason:?}) before the entry was known to commit"),
+            },
+            || Error::Shutdown,
+        );
         if let Some(t) = self.transfer.take() {
             let _ = t.reply.send(Err(Error::Shutdown));
         }

@@ -348,13 +348,7 @@ impl RaftStorage {
     /// points at a file that is not durable (the file is synced first).
     pub(crate) fn record_snapshot(&self, meta: &SnapshotMetadata, data: &[u8]) -> Result<()> {
         let mut batch = LogBatch::default();
-        put_message(&mut batch, KEY_SNAPSHOT, meta, "snapshot metadata")?;
-        put_raw(
-            &mut batch,
-            KEY_SNAPSHOT_DATA,
-            data.to_vec(),
-            "snapshot data",
-        )?;
+        put_snapshot(&mut batch, meta, data)?;
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write snapshot metadata", e))?;
@@ -376,10 +370,13 @@ impl RaftStorage {
         }
         let term = raft::Storage::term(self, index)
             .map_err(|e| storage_err(&format!("term of compaction index {index}"), e))?;
-        let mut record = index.to_be_bytes().to_vec();
-        record.extend_from_slice(&term.to_be_bytes());
         let mut batch = LogBatch::default();
-        put_raw(&mut batch, KEY_TRUNCATED, record, "truncation record")?;
+        put_raw(
+            &mut batch,
+            KEY_TRUNCATED,
+            truncation_record(index, term),
+            "truncation record",
+        )?;
         batch.add_command(GROUP, Command::Compact { index: index + 1 });
         self.engine
             .write(&mut batch, true)
@@ -408,16 +405,13 @@ impl RaftStorage {
             self.local_id.as_bytes().to_vec(),
             "node id",
         )?;
-        put_message(&mut batch, KEY_SNAPSHOT, meta, "snapshot metadata")?;
+        put_snapshot(&mut batch, meta, data)?;
         put_raw(
             &mut batch,
-            KEY_SNAPSHOT_DATA,
-            data.to_vec(),
-            "snapshot data",
+            KEY_TRUNCATED,
+            truncation_record(meta.index, meta.term),
+            "truncation record",
         )?;
-        let mut record = meta.index.to_be_bytes().to_vec();
-        record.extend_from_slice(&meta.term.to_be_bytes());
-        put_raw(&mut batch, KEY_TRUNCATED, record, "truncation record")?;
         let mut hard_state = self.lock().hard_state.clone();
         if let Some(hs) = hs {
             hard_state = hs.clone();
@@ -531,6 +525,19 @@ fn put_message<M: protobuf::Message>(
     batch
         .put_message(GROUP, key.to_vec(), message)
         .map_err(|e| storage_err(&format!("encode {what}"), e))
+}
+
+/// Adds the snapshot metadata and its membership data to `batch`.
+fn put_snapshot(batch: &mut LogBatch, meta: &SnapshotMetadata, data: &[u8]) -> Result<()> {
+    put_message(batch, KEY_SNAPSHOT, meta, "snapshot metadata")?;
+    put_raw(batch, KEY_SNAPSHOT_DATA, data.to_vec(), "snapshot data")
+}
+
+/// The `trunc` value: index and term of the last compacted entry.
+fn truncation_record(index: u64, term: u64) -> Vec<u8> {
+    let mut record = index.to_be_bytes().to_vec();
+    record.extend_from_slice(&term.to_be_bytes());
+    record
 }
 
 /// Adds `key = value` to `batch`.
