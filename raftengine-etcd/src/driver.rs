@@ -34,11 +34,11 @@ use raftengine::{
 };
 
 use crate::config::EtcdConfig;
-use crate::ids::raft_id;
 use crate::shared::Shared;
-use crate::snapshot::SnapshotDir;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
 use crate::transport::{Outbound, SendFailure};
+use raftengine::backend::SnapshotDir;
+use raftengine::backend::numeric_id as raft_id;
 
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;

@@ -13,12 +13,12 @@ use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMach
 use crate::config::EtcdConfig;
 use crate::driver::{Base, Driver, Event, bootstrap_entries};
 use crate::engine::EtcdEngine;
-use crate::ids::raft_id;
 use crate::shared::Shared;
-use crate::snapshot::SnapshotDir;
 use crate::storage::decode_snapshot_data;
 use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
+use raftengine::backend::SnapshotDir;
+use raftengine::backend::numeric_id as raft_id;
 
 /// Capacity of the transport-failure report queue.
 const FAILURE_QUEUE: usize = 1024;

@@ -61,9 +61,7 @@ mod config;
 mod driver;
 mod engine;
 mod factory;
-mod ids;
 mod shared;
-mod snapshot;
 mod storage;
 mod transport;
 

@@ -23,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::driver::Event;
-use crate::snapshot::SnapshotDir;
+use raftengine::backend::SnapshotDir;
 
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {

@@ -151,6 +151,7 @@
 //! backend.
 
 mod admin;
+pub mod backend;
 mod callbacks;
 mod engine;
 mod error;

@@ -1,5 +1,6 @@
 //! State-machine snapshot files: `<data_dir>/snapshots/snap-<index>-<term>.snap`.
 //!
+//!
 //! Format: `RESNAP01` magic, index (u64 BE), term (u64 BE), payload length
 //! (u64 BE), the payload as [`Snapshot::write_to`] produced it, then the
 //! CRC-32 of the payload (u32 BE). Files are written to a `.tmp` name,
@@ -12,16 +13,16 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use raftengine::{Error, Result, Snapshot, StateMachine};
+use crate::{Error, Result, Snapshot, StateMachine};
 
 const MAGIC: &[u8; 8] = b"RESNAP01";
-/// Magic + index + term + payload length.
-pub(crate) const HEADER_LEN: u64 = 32;
+/// Bytes before the payload: magic, index, term and payload length.
+pub const HEADER_LEN: u64 = 32;
 const TRAILER_LEN: u64 = 4;
 
 /// The snapshot directory of one node.
 #[derive(Debug, Clone)]
-pub(crate) struct SnapshotDir {
+pub struct SnapshotDir {
     dir: PathBuf,
 }
 
@@ -57,29 +58,25 @@ impl<W: Write> Write for Checksummed<W> {
 }
 
 impl SnapshotDir {
-    pub(crate) fn new(data_dir: &Path) -> Result<Self> {
+    /// Opens (creating if needed) `<data_dir>/snapshots`.
+    pub fn new(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         Ok(SnapshotDir { dir })
     }
 
     /// Where the snapshot at `(index, term)` lives.
-    pub(crate) fn path(&self, index: u64, term: u64) -> PathBuf {
+    pub fn path(&self, index: u64, term: u64) -> PathBuf {
         self.dir.join(format!("snap-{index:020}-{term:020}.snap"))
     }
 
     /// A temporary path for a file being written or received.
-    pub(crate) fn temp_path(&self, index: u64, term: u64) -> PathBuf {
+    pub fn temp_path(&self, index: u64, term: u64) -> PathBuf {
         self.dir.join(format!("snap-{index:020}-{term:020}.tmp"))
     }
 
     /// Serializes `snapshot` into the file for `(index, term)`. Blocking.
-    pub(crate) fn write<T: Snapshot>(
-        &self,
-        index: u64,
-        term: u64,
-        snapshot: &mut T,
-    ) -> Result<u64> {
+    pub fn write<T: Snapshot>(&self, index: u64, term: u64, snapshot: &mut T) -> Result<u64> {
         let tmp = self.temp_path(index, term);
         let file = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         let mut out = BufWriter::new(file);
@@ -114,13 +111,13 @@ impl SnapshotDir {
     }
 
     /// A unique temporary path for a file received from a peer.
-    pub(crate) fn receive_path(&self, index: u64, term: u64, nonce: u64) -> PathBuf {
+    pub fn receive_path(&self, index: u64, term: u64, nonce: u64) -> PathBuf {
         self.dir
             .join(format!("recv-{index:020}-{term:020}-{nonce:016x}.tmp"))
     }
 
     /// Deletes temporary files a crash may have left behind (call at open).
-    pub(crate) fn remove_temporaries(&self) {
+    pub fn remove_temporaries(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -133,7 +130,7 @@ impl SnapshotDir {
     }
 
     /// Verifies a complete file at `tmp` and renames it into place.
-    pub(crate) fn publish(&self, tmp: &Path, index: u64, term: u64) -> Result<()> {
+    pub fn publish(&self, tmp: &Path, index: u64, term: u64) -> Result<()> {
         let (i, t, _) = verify(tmp)?;
         if (i, t) != (index, term) {
             return Err(corrupt(tmp, "header names another snapshot"));
@@ -148,7 +145,19 @@ impl SnapshotDir {
 
     /// Restores `sm` from the file for `(index, term)` after checking it.
     /// Blocking.
-    pub(crate) fn restore<S: StateMachine>(&self, index: u64, term: u64, sm: &mut S) -> Result<()> {
+    pub fn restore<S: StateMachine>(&self, index: u64, term: u64, sm: &mut S) -> Result<()> {
+        let mut payload = self.payload(index, term)?;
+        sm.restore(&mut payload).map_err(|e| {
+            Error::state_machine(
+                format!("restore from {}", self.path(index, term).display()),
+                e,
+            )
+        })
+    }
+
+    /// The checked payload of the file for `(index, term)`: the bytes
+    /// [`Snapshot::write_to`] wrote, and nothing else. Blocking.
+    pub fn payload(&self, index: u64, term: u64) -> Result<impl Read + use<>> {
         let path = self.path(index, term);
         let (_, _, len) = verify(&path)?;
         let file = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
@@ -156,14 +165,30 @@ impl SnapshotDir {
         reader
             .seek(SeekFrom::Start(HEADER_LEN))
             .map_err(io_err(format!("seek {}", path.display())))?;
-        let mut payload = reader.take(len);
-        sm.restore(&mut payload)
-            .map_err(|e| Error::state_machine(format!("restore from {}", path.display()), e))
+        Ok(reader.take(len))
+    }
+
+    /// The finished snapshot files present, as `(index, term)`, newest last.
+    pub fn list(&self) -> Vec<(u64, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u64, u64)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
+                let (i, t) = rest.split_once('-')?;
+                Some((i.parse().ok()?, t.parse().ok()?))
+            })
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// Deletes every finished snapshot file other than the one for
     /// `(index, term)`. Temporary files (transfers in progress) are kept.
-    pub(crate) fn purge_except(&self, index: u64, term: u64) {
+    pub fn purge_except(&self, index: u64, term: u64) {
         let keep = self.path(index, term);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -180,7 +205,7 @@ impl SnapshotDir {
 }
 
 /// Checks magic, length and checksum; returns `(index, term, payload_len)`.
-pub(crate) fn verify(path: &Path) -> Result<(u64, u64, u64)> {
+pub fn verify(path: &Path) -> Result<(u64, u64, u64)> {
     let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
     let size = file
         .metadata()

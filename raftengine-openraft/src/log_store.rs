@@ -1,0 +1,766 @@
+//! The durable Raft log: openraft's `RaftLogStorage` on `raft-engine`.
+//!
+//! Layout under `<data_dir>/raft-log/`: raft-engine's own files, one group
+//! (id 1). Each openraft entry is stored bincode-encoded inside raft-engine's
+//! entry envelope (raft-rs's `eraftpb::Entry`, which raft-engine indexes);
+//! next to the entries these keys:
+//!
+//! | key | value |
+//! |---|---|
+//! | `node` | the local node's string id; a dir of another node is refused |
+//! | `vote` | the last saved vote |
+//! | `committed` | the last saved committed log id |
+//! | `purged` | the last purged log id |
+//! | `end` | after `truncate_after`: entries at and after this index are dead |
+//!
+//! raft-engine cannot cut the tail of a group, so `truncate_after` records
+//! where the live log ends, readers stop there, and the next append (which
+//! starts exactly at that index) overwrites the dead tail and clears the key.
+//!
+//! Writes go to one writer thread through a bounded queue. `append` waits
+//! only until its batch is written (readable), and the thread fsyncs once
+//! for every batch that queued up meanwhile, then fires all their
+//! `io_completed` callbacks: group commit, many entries per fsync, without
+//! blocking the runtime. `save_vote` is written with fsync before it returns.
+
+use std::collections::Bound;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use raft_engine::{Config as EngineConfig, Engine, LogBatch, MessageExt, RecoveryMode};
+use raft_proto::eraftpb;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{decode_io, encode_io};
+use crate::types::{Committed, Entry, LogId, TypeConfig, Vote};
+
+const GROUP: u64 = 1;
+const KEY_NODE: &[u8] = b"node";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+const KEY_END: &[u8] = b"end";
+/// Batches waiting for the writer thread; `append` waits when it is full.
+const WRITE_QUEUE: usize = 256;
+/// Written (and fsynced) next to the log when a node is created. raft-engine
+/// drops a damaged tail silently; if the damage reaches back to the first
+/// batch the log would look brand new, and this file is how we notice.
+const IDENTITY_FILE: &str = "node-id";
+
+/// raft-engine needs to know how to read an entry's index.
+#[derive(Debug)]
+struct EnvelopeExt;
+
+impl MessageExt for EnvelopeExt {
+    type Entry = eraftpb::Entry;
+
+    fn index(e: &eraftpb::Entry) -> u64 {
+        e.index
+    }
+}
+
+/// What is live in the log, kept in memory next to the engine.
+#[derive(Debug, Default, Clone)]
+struct Bounds {
+    last_purged: Option<LogId>,
+    last_log: Option<LogId>,
+    /// Entries at or after this index are dead (see the module docs).
+    end: Option<u64>,
+}
+
+/// How a write moves the watermark (see [`Mark`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct MarkMove {
+    /// The live log will end before this index once the write is durable.
+    raise_end: Option<u64>,
+    /// The live log ends before this index from now on: recorded before
+    /// the write, so the mark never claims more than the log may hold.
+    lower_end: Option<u64>,
+    vote_term: Option<u64>,
+}
+
+/// A watermark kept beside the log in `<data_dir>/raft-log-mark`: how far
+/// the live log reached and the highest vote term, as of the last fsync.
+///
+/// raft-engine recovers a damaged record in its newest file by dropping it
+/// and everything after it, so a corrupt record looks like a torn tail and
+/// would silently shorten the log (and could roll back the vote). The mark
+/// tells the two apart: it is written after each fsync of the log (raised
+/// values) or before the write that shrinks the log (lowered values), never
+/// fsynced itself. It can therefore lag the durable log after a power cut
+/// (less detection) but never lead it, so it never raises a false alarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    end: u64,
+    vote_term: u64,
+}
+
+const MARK_FILE: &str = "raft-log-mark";
+
+impl Mark {
+    fn read(data_dir: &Path) -> io::Result<Mark> {
+        match std::fs::read(data_dir.join(MARK_FILE)) {
+            Ok(b) if b.len() == 16 => {
+                let word = |at: usize| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[at..at + 8]);
+                    u64::from_be_bytes(w)
+                };
+                Ok(Mark {
+                    end: word(0),
+                    vote_term: word(8),
+                })
+            }
+            // A mark cut by a crash while being written carries no claim.
+            Ok(_) => Ok(Mark::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Mark::default()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+struct MarkFile {
+    file: std::fs::File,
+    written: Mark,
+    pending: Mark,
+}
+
+impl MarkFile {
+    fn store(&mut self, mark: Mark) {
+        use std::os::unix::fs::FileExt;
+        if mark == self.written {
+            return;
+        }
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&mark.end.to_be_bytes());
+        b[8..].copy_from_slice(&mark.vote_term.to_be_bytes());
+        match self.file.write_all_at(&b, 0) {
+            Ok(()) => self.written = mark,
+            Err(e) => tracing::warn!(error = %e, "could not update the raft log watermark"),
+        }
+    }
+
+    fn before(&mut self, m: &MarkMove) {
+        if let Some(end) = m.lower_end {
+            self.pending.end = self.pending.end.min(end);
+            let lowered = Mark {
+                end: self.written.end.min(end),
+                ..self.written
+            };
+            self.store(lowered);
+        }
+    }
+
+    fn after_write(&mut self, m: &MarkMove) {
+        if let Some(end) = m.raise_end.or(m.lower_end) {
+            self.pending.end = end;
+        }
+        if let Some(t) = m.vote_term {
+            self.pending.vote_term = self.pending.vote_term.max(t);
+        }
+    }
+
+    fn after_sync(&mut self) {
+        self.store(self.pending);
+    }
+}
+
+enum Command {
+    Write {
+        batch: LogBatch,
+        sync: bool,
+        mark: MarkMove,
+        written: oneshot::Sender<io::Result<()>>,
+        flushed: Option<IOFlushed<TypeConfig>>,
+    },
+    Compact {
+        to: u64,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    bounds: Mutex<Bounds>,
+    writer: mpsc::Sender<Command>,
+}
+
+/// The log store; clones share one engine and serve as log readers.
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.inner.engine.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`LogStore::open`] found.
+pub(crate) struct Opened {
+    pub(crate) store: LogStore,
+    /// False when the directory held no node yet.
+    pub(crate) existed: bool,
+}
+
+fn engine_err(what: &str, e: raft_engine::Error) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
+/// Opens the engine, waiting a bounded time for a previous instance in this
+/// process (a node being restarted) to release the directory lock.
+fn open_engine(cfg: EngineConfig) -> raft_engine::Result<Engine> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Engine::open(cfg.clone()) {
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn writer_gone() -> io::Error {
+    io::Error::other("raft log writer thread stopped")
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log under `data_dir` for `local_id`.
+    /// Blocking: call it off the async runtime.
+    pub(crate) fn open(data_dir: &Path, local_id: &str) -> io::Result<Opened> {
+        let dir = data_dir.join("raft-log");
+        std::fs::create_dir_all(&dir)?;
+        let cfg = EngineConfig {
+            dir: dir.to_string_lossy().into_owned(),
+            // A torn tail is an unacknowledged write cut by a crash and may be
+            // dropped; corruption anywhere else is an error, never skipped.
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(
+            open_engine(cfg)
+                .map_err(|e| engine_err(&format!("open raft log in {}", dir.display()), e))?,
+        );
+        let existed = match engine.get(GROUP, KEY_NODE) {
+            Some(stored) if stored == local_id.as_bytes() => true,
+            Some(stored) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} belongs to node {:?}, not {:?}",
+                        data_dir.display(),
+                        String::from_utf8_lossy(&stored),
+                        local_id
+                    ),
+                ));
+            }
+            None if data_dir.join(IDENTITY_FILE).exists() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} was initialized ({IDENTITY_FILE} exists) but its raft log is \
+                         empty: the log was lost or cut by corruption; refusing to start \
+                         as a new node",
+                        data_dir.display()
+                    ),
+                ));
+            }
+            None => {
+                let mut batch = LogBatch::default();
+                batch
+                    .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
+                    .map_err(|e| engine_err("record node id", e))?;
+                engine
+                    .write(&mut batch, true)
+                    .map_err(|e| engine_err("record node id", e))?;
+                let identity = data_dir.join(IDENTITY_FILE);
+                let mut f = std::fs::File::create(&identity)?;
+                std::io::Write::write_all(&mut f, local_id.as_bytes())?;
+                f.sync_all()?;
+                std::fs::File::open(data_dir)?.sync_all()?;
+                false
+            }
+        };
+        let get = |key: &[u8], what: &str| -> io::Result<Option<LogId>> {
+            engine
+                .get(GROUP, key)
+                .map(|raw| decode_io::<LogId>(&raw, what))
+                .transpose()
+        };
+        let last_purged = get(KEY_PURGED, "purged log id")?;
+        let committed = get(KEY_COMMITTED, "committed log id")?;
+        let end = match engine.get(GROUP, KEY_END) {
+            Some(raw) => Some(decode_io::<u64>(&raw, "log end")?),
+            None => None,
+        };
+        let mut bounds = Bounds {
+            last_purged,
+            last_log: None,
+            end,
+        };
+        let mark = Mark::read(data_dir)?;
+        let vote_term = match engine.get(GROUP, KEY_VOTE) {
+            Some(raw) => decode_io::<Vote>(&raw, "vote")?.leader_id.term,
+            None => 0,
+        };
+        if vote_term < mark.vote_term {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "raft log in {} holds a vote of term {vote_term} but term {} was voted \
+                     in: the log lost records (corruption)",
+                    dir.display(),
+                    mark.vote_term
+                ),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let thread_engine = engine.clone();
+        let mark_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(MARK_FILE))?;
+        let marks = MarkFile {
+            file: mark_file,
+            written: mark,
+            pending: mark,
+        };
+        std::thread::Builder::new()
+            .name(format!("raft-log-{local_id}"))
+            .spawn(move || write_loop(&thread_engine, rx, marks))?;
+        let store = LogStore {
+            inner: Arc::new(Inner {
+                engine,
+                bounds: Mutex::new(Bounds::default()),
+                writer: tx,
+            }),
+        };
+        bounds.last_log = store.read_last_log(&bounds)?;
+        let durable_end = [bounds.last_log, bounds.last_purged]
+            .into_iter()
+            .flatten()
+            .map(|l| l.index)
+            .max();
+        let live_end = durable_end.map_or(0, |e| e + 1);
+        if live_end < mark.end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "raft log in {} ends before index {} although it held entries up to \
+                     there: records were lost (corruption)",
+                    dir.display(),
+                    mark.end.saturating_sub(1)
+                ),
+            ));
+        }
+        if let Some(c) = committed {
+            if durable_end.is_none_or(|end| end < c.index) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log in {} ends before its committed entry {}: committed \
+                         entries were lost (corruption or a truncated file)",
+                        dir.display(),
+                        c.index
+                    ),
+                ));
+            }
+        }
+        *store.bounds() = bounds;
+        Ok(Opened { store, existed })
+    }
+
+    fn bounds(&self) -> MutexGuard<'_, Bounds> {
+        // Plain values, updated in one assignment each: a poisoned lock is
+        // still consistent.
+        self.inner.bounds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id of the newest live entry in the engine.
+    fn read_last_log(&self, bounds: &Bounds) -> io::Result<Option<LogId>> {
+        let engine = &self.inner.engine;
+        let Some(mut last) = engine.last_index(GROUP) else {
+            return Ok(None);
+        };
+        if let Some(end) = bounds.end {
+            if end == 0 {
+                return Ok(None);
+            }
+            last = last.min(end - 1);
+        }
+        match engine.first_index(GROUP) {
+            Some(first) if first <= last => {}
+            _ => return Ok(None),
+        }
+        let entry = engine
+            .get_entry::<EnvelopeExt>(GROUP, last)
+            .map_err(|e| engine_err("read last entry", e))?
+            .ok_or_else(|| io::Error::other(format!("entry {last} missing from the raft log")))?;
+        let entry: Entry = decode_io(&entry.data, "log entry")?;
+        Ok(Some(entry.log_id))
+    }
+
+    async fn submit(&self, command: Command) -> io::Result<()> {
+        self.inner
+            .writer
+            .send(command)
+            .await
+            .map_err(|_| writer_gone())
+    }
+
+    async fn write(&self, batch: LogBatch, sync: bool, mark: MarkMove) -> io::Result<()> {
+        let (written, rx) = oneshot::channel();
+        self.submit(Command::Write {
+            batch,
+            sync,
+            mark,
+            written,
+            flushed: None,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    fn put(batch: &mut LogBatch, key: &[u8], value: Vec<u8>) -> io::Result<()> {
+        batch
+            .put(GROUP, key.to_vec(), value)
+            .map_err(|e| engine_err("encode raft log batch", e))
+    }
+
+    /// Entries in `[start, stop)` that are live, read atomically. Blocking.
+    fn read_range(&self, start: u64, stop: u64) -> io::Result<Vec<Entry>> {
+        let engine = &self.inner.engine;
+        let stop = match self.bounds().end {
+            Some(end) => stop.min(end),
+            None => stop,
+        };
+        let (Some(first), Some(last)) = (engine.first_index(GROUP), engine.last_index(GROUP))
+        else {
+            return Ok(Vec::new());
+        };
+        // Missing entries are allowed only at the ends: purged ones before
+        // `first`, not yet appended ones after `last`.
+        let start = start.max(first);
+        let stop = stop.min(last + 1);
+        if start >= stop {
+            return Ok(Vec::new());
+        }
+        let mut raw = Vec::with_capacity((stop - start) as usize);
+        engine
+            .fetch_entries_to::<EnvelopeExt>(GROUP, start, stop, None, &mut raw)
+            .map_err(|e| engine_err("read raft log", e))?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (expected, e) in (start..).zip(raw.iter()) {
+            let entry: Entry = decode_io(&e.data, "log entry")?;
+            if e.index != expected || entry.log_id.index != expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("raft log entry {} found where {expected} belongs", e.index),
+                ));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Checks that entries about to be appended continue the live log.
+    fn check_append(&self, first: &LogId) -> io::Result<()> {
+        let b = self.bounds().clone();
+        let next = match (&b.last_log, &b.last_purged) {
+            (Some(l), _) => l.index + 1,
+            (None, Some(p)) => p.index + 1,
+            (None, None) => first.index,
+        };
+        let floor = b.last_purged.as_ref().map_or(0, |p| p.index + 1);
+        if first.index > next || first.index < floor {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "append at index {} would leave a hole or rewrite purged entries \
+                     (live log continues at {next}, purged below {floor})",
+                    first.index
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn write_loop(engine: &Arc<Engine>, mut rx: mpsc::Receiver<Command>, mut marks: MarkFile) {
+    let mut unsynced: Vec<IOFlushed<TypeConfig>> = Vec::new();
+    let mut purging: Option<std::thread::JoinHandle<()>> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write {
+                    mut batch,
+                    sync,
+                    mark,
+                    written,
+                    flushed,
+                } => match {
+                    marks.before(&mark);
+                    engine.write(&mut batch, sync)
+                } {
+                    Ok(_) => {
+                        marks.after_write(&mark);
+                        let _ = written.send(Ok(()));
+                        unsynced.extend(flushed);
+                        if sync {
+                            marks.after_sync();
+                            // An fsync covers every earlier write too.
+                            for cb in unsynced.drain(..) {
+                                cb.io_completed(Ok(()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("write raft log: {e}");
+                        let _ = written.send(Err(io::Error::other(msg.clone())));
+                        if let Some(cb) = flushed {
+                            cb.io_completed(Err(io::Error::other(msg)));
+                        }
+                    }
+                },
+                Command::Compact { to, done } => {
+                    engine.compact_to(GROUP, to);
+                    let _ = done.send(Ok(()));
+                    // Rewriting or deleting old files can take a while: do
+                    // it beside the writer, one pass at a time.
+                    if purging.as_ref().is_none_or(|h| h.is_finished()) {
+                        let engine = engine.clone();
+                        purging = std::thread::Builder::new()
+                            .name("raft-log-purge".into())
+                            .spawn(move || {
+                                if let Err(e) = engine.purge_expired_files() {
+                                    tracing::warn!(error = %e, "purging old raft log files failed");
+                                }
+                            })
+                            .ok();
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !unsynced.is_empty() {
+            let result = engine.sync().map_err(|e| format!("fsync raft log: {e}"));
+            if result.is_ok() {
+                marks.after_sync();
+            }
+            for cb in unsynced.drain(..) {
+                cb.io_completed(result.clone().map_err(io::Error::other));
+            }
+        }
+    }
+    if let Some(h) = purging {
+        let _ = h.join();
+    }
+}
+
+fn range_to_span<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let stop = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, stop)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (start, stop) = range_to_span(&range);
+        let this = self.clone();
+        // Entries come from raft-engine's files (usually the page cache):
+        // still file I/O, so off the runtime's threads.
+        tokio::task::spawn_blocking(move || this.read_range(start, stop))
+            .await
+            .map_err(|e| io::Error::other(format!("log read task: {e}")))?
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        // raft-engine keeps key-values in memory: no I/O here.
+        self.inner
+            .engine
+            .get(GROUP, KEY_VOTE)
+            .map(|raw| decode_io(&raw, "vote"))
+            .transpose()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let b = self.bounds().clone();
+        let last_log_id = match (&b.last_log, &b.last_purged) {
+            (Some(l), Some(p)) if p.index > l.index => Some(*p),
+            (Some(l), _) => Some(*l),
+            (None, p) => *p,
+        };
+        Ok(LogState {
+            last_purged_log_id: b.last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let mut batch = LogBatch::default();
+        Self::put(&mut batch, KEY_VOTE, encode_io(vote, "vote")?)?;
+        let mark = MarkMove {
+            vote_term: Some(vote.leader_id.term),
+            ..MarkMove::default()
+        };
+        self.write(batch, true, mark).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let mut batch = LogBatch::default();
+        match committed {
+            Some(c) => Self::put(&mut batch, KEY_COMMITTED, encode_io(&c, "committed")?)?,
+            None => batch.delete(GROUP, KEY_COMMITTED.to_vec()),
+        }
+        // Not fsynced on its own: a committed id older than the truth is
+        // safe (entries are re-learned from the leader), and the next append
+        // or vote fsync covers it.
+        self.write(batch, false, MarkMove::default()).await
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        self.inner
+            .engine
+            .get(GROUP, KEY_COMMITTED)
+            .map(|raw| decode_io(&raw, "committed log id"))
+            .transpose()
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut envelopes = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let mut e = eraftpb::Entry::default();
+            e.index = entry.log_id.index;
+            e.term = entry.log_id.leader_id.term;
+            e.data = encode_io(&entry, "log entry")?.into();
+            last = Some(entry.log_id);
+            envelopes.push(e);
+        }
+        let (Some(first), Some(last)) = (envelopes.first(), last) else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        let first_id = LogId::new(Committed::new(first.term), first.index);
+        self.check_append(&first_id)?;
+        let mut batch = LogBatch::default();
+        batch
+            .add_entries::<EnvelopeExt>(GROUP, &envelopes)
+            .map_err(|e| engine_err("encode raft log batch", e))?;
+        let (had_end, live_end) = {
+            let b = self.bounds();
+            (b.end.is_some(), b.last_log.map_or(0, |l| l.index + 1))
+        };
+        if had_end {
+            batch.delete(GROUP, KEY_END.to_vec());
+        }
+        let new_end = last.index + 1;
+        let mark = if new_end < live_end {
+            MarkMove {
+                lower_end: Some(new_end),
+                ..MarkMove::default()
+            }
+        } else {
+            MarkMove {
+                raise_end: Some(new_end),
+                ..MarkMove::default()
+            }
+        };
+        let (written, rx) = oneshot::channel();
+        self.submit(Command::Write {
+            batch,
+            sync: false,
+            mark,
+            written,
+            flushed: Some(callback),
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())??;
+        let mut b = self.bounds();
+        b.last_log = Some(last);
+        b.end = None;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let end = last_log_id.map_or(0, |l| l.index + 1);
+        {
+            let b = self.bounds();
+            let live_end = b.last_log.map_or(0, |l| l.index + 1);
+            if end >= live_end {
+                return Ok(());
+            }
+        }
+        let mut batch = LogBatch::default();
+        Self::put(&mut batch, KEY_END, encode_io(&end, "log end")?)?;
+        // Readers must stop at the new end before the call returns.
+        {
+            let mut b = self.bounds();
+            b.end = Some(end);
+            b.last_log = last_log_id;
+        }
+        let mark = MarkMove {
+            lower_end: Some(end),
+            ..MarkMove::default()
+        };
+        self.write(batch, false, mark).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let mut batch = LogBatch::default();
+        Self::put(&mut batch, KEY_PURGED, encode_io(&log_id, "purged log id")?)?;
+        let live_end = self.bounds().last_log.map_or(0, |l| l.index + 1);
+        let mark = MarkMove {
+            raise_end: Some(live_end.max(log_id.index + 1)),
+            ..MarkMove::default()
+        };
+        self.write(batch, false, mark).await?;
+        {
+            let mut b = self.bounds();
+            b.last_purged = Some(log_id);
+            if b.last_log.is_some_and(|l| l.index <= log_id.index) {
+                b.last_log = None;
+            }
+        }
+        let (done, rx) = oneshot::channel();
+        self.submit(Command::Compact {
+            to: log_id.index + 1,
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+}

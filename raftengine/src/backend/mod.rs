@@ -1,0 +1,10 @@
+//! Building blocks for backend authors: pieces every durable backend needs
+//! and that do not depend on a Raft implementation. Applications do not
+//! need this module.
+
+mod numeric_id;
+mod snapshot_dir;
+
+pub use numeric_id::numeric_id;
+
+pub use snapshot_dir::{HEADER_LEN, SnapshotDir, verify};
