@@ -233,6 +233,11 @@ fn writer_gone() -> io::Error {
 }
 
 impl LogStore {
+    /// True if `data_dir` was ever initialized as a node. Blocking.
+    pub(crate) fn exists(data_dir: &Path) -> bool {
+        data_dir.join(IDENTITY_FILE).exists()
+    }
+
     /// Opens (creating if needed) the log under `data_dir` for `local_id`.
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> io::Result<Opened> {

@@ -41,6 +41,9 @@ struct Applied<S> {
 
 struct Shared<S> {
     applied: Mutex<Applied<S>>,
+    /// A copy of `applied.last` readers can take without waiting for an
+    /// apply or a restore in progress.
+    last: Mutex<Option<LogId>>,
     snapshots: SnapshotDir,
     current: Mutex<Option<SnapshotMeta>>,
 }
@@ -134,6 +137,7 @@ impl<S: StateMachine> StateMachineAdapter<S> {
                     last,
                     membership,
                 }),
+                last: Mutex::new(last),
                 snapshots,
                 current: Mutex::new(current),
             }),
@@ -156,12 +160,13 @@ impl<S: StateMachine> StateMachineAdapter<S> {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The index of the newest snapshot, 0 before any.
-    pub(crate) fn snapshot_index(&self) -> u64 {
-        self.current()
-            .as_ref()
-            .and_then(|m| m.last_log_id)
-            .map_or(0, |l| l.index)
+    /// The id of the last entry applied.
+    pub(crate) fn last_applied(&self) -> Option<LogId> {
+        *self.shared.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_last(shared: &Shared<S>, last: Option<LogId>) {
+        *shared.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
     }
 }
 
@@ -238,6 +243,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
                 a.last = Some(log_id);
                 reply
             };
+            Self::publish_last(&self.shared, Some(log_id));
             if let Some(responder) = responder {
                 responder.send(reply);
             }
@@ -277,6 +283,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
             a.last = found.last_log_id;
             a.membership = found.last_membership;
             drop(a);
+            Self::publish_last(&shared, found.last_log_id);
             dir.purge_except(index, term);
             Ok(())
         })

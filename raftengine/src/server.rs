@@ -54,7 +54,11 @@ impl TransportServer {
         self.local_addr
     }
 
-    /// Stops accepting, lets in-flight calls finish, and waits.
+    /// Stops accepting, lets in-flight calls finish for up to
+    /// [`TransportServer::SHUTDOWN_GRACE`], then cuts the rest and waits.
+    ///
+    /// The grace period is bounded because peers keep long-lived streams
+    /// open (pipelined appends) that would otherwise hold the server forever.
     ///
     /// # Errors
     ///
@@ -63,15 +67,25 @@ impl TransportServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match self.task.take() {
-            Some(task) => match task.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Error::transport("transport server failed", e)),
-                Err(e) => Err(Error::transport("transport server task failed", e)),
-            },
-            None => Ok(()),
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        let joined = match tokio::time::timeout(Self::SHUTDOWN_GRACE, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                task.abort();
+                return Ok(());
+            }
+        };
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::transport("transport server failed", e)),
+            Err(e) => Err(Error::transport("transport server task failed", e)),
         }
     }
+
+    /// How long [`TransportServer::shutdown`] lets in-flight calls finish.
+    pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 impl Drop for TransportServer {

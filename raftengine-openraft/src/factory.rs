@@ -1,0 +1,215 @@
+//! [`OpenraftFactory`]: opens the data dir, decides bootstrap / join /
+//! restart, starts openraft, the metrics watcher and the transport service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use openraft::Raft;
+use raftengine::backend::{SnapshotDir, numeric_id};
+use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
+
+use crate::config::OpenraftConfig;
+use crate::engine::{OpenraftEngine, Watched, watch_metrics};
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, Outbound};
+use crate::service::{Contact, Inbound};
+use crate::state_machine::StateMachineAdapter;
+use crate::types::Peer;
+
+/// Creates openraft engines with one [`OpenraftConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenraftFactory {
+    config: OpenraftConfig,
+}
+
+impl OpenraftFactory {
+    /// A factory whose engines use `config`.
+    pub fn new(config: OpenraftConfig) -> Self {
+        OpenraftFactory { config }
+    }
+
+    /// The settings engines are created with.
+    pub fn config(&self) -> &OpenraftConfig {
+        &self.config
+    }
+}
+
+fn internal(message: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Internal {
+        engine: crate::ENGINE_TYPE,
+        message: message.to_owned(),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn check_collisions<S>(cfg: &FactoryConfig<S>) -> Result<()> {
+    let mut seen: HashMap<u64, &str> = HashMap::new();
+    let ids = cfg
+        .peers
+        .iter()
+        .map(|p| p.id.as_str())
+        .chain([cfg.local_id.as_str()]);
+    for id in ids {
+        if let Some(other) = seen.insert(numeric_id(id), id) {
+            if other != id {
+                return Err(Error::InvalidConfig(format!(
+                    "node ids {other:?} and {id:?} map to the same numeric id; rename one"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Factory for OpenraftFactory {
+    fn engine_type(&self) -> &'static str {
+        crate::ENGINE_TYPE
+    }
+
+    async fn create<S: StateMachine>(
+        &self,
+        config: FactoryConfig<S>,
+    ) -> Result<FactoryResult<S::Response>> {
+        config.validate()?;
+        self.config.validate()?;
+        check_collisions(&config)?;
+        let raft_config = Arc::new(self.config.to_openraft()?);
+        let node_id = numeric_id(&config.local_id);
+        let local_ip = if self.config.bind_outbound_to_local_ip {
+            let addr: std::net::SocketAddr = config.local_address.parse().map_err(|_| {
+                Error::InvalidConfig(format!(
+                    "bind_outbound_to_local_ip needs an ip:port local_address, got {:?}",
+                    config.local_address
+                ))
+            })?;
+            Some(addr.ip())
+        } else {
+            None
+        };
+
+        let bootstrap_voters = config.bootstrap_voters();
+        let data_dir = config.data_dir.clone();
+        let local_id = config.local_id.clone();
+        let may_create = config.bootstrap || !config.peers.is_empty();
+        let sm = config.state_machine;
+        // Opening the log reads and may repair files, and restoring the
+        // snapshot reads it whole: keep both off the runtime.
+        let (opened, snapshots, adapter) = tokio::task::spawn_blocking(move || -> Result<_> {
+            if !may_create && !LogStore::exists(&data_dir) {
+                return Err(Error::InvalidConfig(format!(
+                    "{} holds no node, and there is neither bootstrap nor a peer list: \
+                     refusing to start a node that could only form a cluster of its own",
+                    data_dir.display()
+                )));
+            }
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| Error::storage(format!("create {}", data_dir.display()), e))?;
+            let opened = LogStore::open(&data_dir, &local_id).map_err(|e| {
+                Error::storage(format!("open the raft log in {}", data_dir.display()), e)
+            })?;
+            let snapshots = SnapshotDir::new(&data_dir)?;
+            let adapter = StateMachineAdapter::open(sm, snapshots.clone())?;
+            Ok((opened, snapshots, adapter))
+        })
+        .await
+        .map_err(|e| internal("storage open task failed", e))??;
+        if opened.existed && config.bootstrap {
+            tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
+        }
+
+        let outbound = Arc::new(Outbound::new(
+            node_id,
+            local_ip,
+            self.config.rpc_timeout,
+            self.config.max_message_bytes(),
+            self.config.snapshot_install_timeout,
+        ));
+        let raft = Raft::new(
+            node_id,
+            raft_config,
+            NetworkFactory(outbound.clone()),
+            opened.store,
+            adapter.clone(),
+        )
+        .await
+        .map_err(|e| internal("start openraft", e))?;
+
+        // Initialize exactly once: a restarted node (initialized log or
+        // vote) never does it again, whatever the flag says.
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| internal("read raft state", e))?;
+        if config.bootstrap && !initialized {
+            let members: BTreeMap<u64, Peer> = bootstrap_voters
+                .into_iter()
+                .map(|s| {
+                    let peer = Peer {
+                        id: s.id,
+                        address: s.address,
+                    };
+                    (numeric_id(&peer.id), peer)
+                })
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                let _ = raft.shutdown().await;
+                return Err(internal("initialize the cluster", e));
+            }
+        }
+
+        let watched = Arc::new(Watched::new());
+        let contact = Arc::new(Contact::default());
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(watch_metrics(
+            raft.clone(),
+            node_id,
+            self.config.election_timeout_max,
+            self.config.heartbeat_interval,
+            watched.clone(),
+            contact.clone(),
+            config.join_as_learner,
+        )));
+        if opened.existed {
+            // Until the cluster's commit covers what this node logged before
+            // the restart, its state machine may lag what it once served.
+            let (raft, watched) = (raft.clone(), watched.clone());
+            tasks.push(tokio::spawn(async move {
+                if raft.wait_for_recovery(None).await.is_ok() {
+                    watched.recovered.store(true, Ordering::Release);
+                }
+            }));
+        } else {
+            watched.recovered.store(true, Ordering::Release);
+        }
+
+        let inbound = Inbound {
+            raft: raft.clone(),
+            snapshots,
+            progress_timeout: self.config.rpc_timeout,
+            max_snapshot_bytes: self.config.max_snapshot_bytes,
+            max_message_bytes: self.config.max_message_bytes(),
+            contact: contact.clone(),
+        };
+        let transport = tonic::service::Routes::new(inbound.into_service());
+        let engine = OpenraftEngine {
+            local_id: config.local_id,
+            node_id,
+            cfg: self.config.clone(),
+            raft,
+            sm: adapter,
+            watched,
+            contact,
+            outbound,
+            membership_gate: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(tasks),
+            shutdown_lock: tokio::sync::Mutex::new(()),
+        };
+        Ok(FactoryResult {
+            engine: Arc::new(engine),
+            transport,
+        })
+    }
+}

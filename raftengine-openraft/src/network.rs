@@ -1,0 +1,516 @@
+//! Outbound: openraft's `RaftNetworkV2` over tonic gRPC.
+//!
+//! Per peer three HTTP/2 connections, reused by every client openraft asks
+//! for: *control* (heartbeats, votes, pre-votes, leadership transfer),
+//! *data* (appends, pipelined on one stream) and *snapshot*. A snapshot or a
+//! large append batch therefore never delays a heartbeat, which the leader
+//! lease depends on. Every call has a deadline: the `RPCOption` openraft
+//! passes, and for streams a per-response deadline from each request's send
+//! time; snapshots get a progress deadline per chunk instead of one overall.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{RaftNetworkV2, Snapshot};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::pb::raft_network_client::RaftNetworkClient;
+use crate::pb::{Frame, SnapshotChunk};
+use crate::state_machine::SnapshotFile;
+use crate::types::{Committed, Peer, TypeConfig, Vote};
+
+type Client = RaftNetworkClient<Channel>;
+
+/// Bytes per snapshot chunk.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Control,
+    Data,
+    Snapshot,
+}
+
+/// Connection settings and the shared connection cache.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) local_id: u64,
+    pub(crate) local_ip: Option<IpAddr>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_message_bytes: usize,
+    /// How long a peer may take to confirm an installed snapshot after the
+    /// last chunk (it restores the state machine before answering).
+    pub(crate) snapshot_install_timeout: Duration,
+    channels: Mutex<HashMap<(String, Lane), Channel>>,
+}
+
+impl Outbound {
+    pub(crate) fn new(
+        local_id: u64,
+        local_ip: Option<IpAddr>,
+        connect_timeout: Duration,
+        max_message_bytes: usize,
+        snapshot_install_timeout: Duration,
+    ) -> Self {
+        Outbound {
+            local_id,
+            local_ip,
+            connect_timeout,
+            max_message_bytes,
+            snapshot_install_timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, address: &str, lane: Lane) -> Option<Channel> {
+        let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&(address.to_owned(), lane)) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .ok()?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .local_address(self.local_ip)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(self.connect_timeout)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        cache.insert((address.to_owned(), lane), channel.clone());
+        Some(channel)
+    }
+
+    fn client(&self, address: &str, lane: Lane) -> Option<Client> {
+        let c = self.channel(address, lane)?;
+        Some(
+            RaftNetworkClient::new(c)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+        )
+    }
+
+    /// Drops every cached connection (shutdown).
+    pub(crate) fn close(&self) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Hands openraft one [`PeerClient`] per replication stream, heartbeat
+/// loop or snapshot transfer.
+#[derive(Debug, Clone)]
+pub(crate) struct NetworkFactory(pub(crate) Arc<Outbound>);
+
+impl NetworkFactory {
+    fn make(&self, target: u64, node: &Peer, data: Lane, control: Lane) -> PeerClient {
+        let out = &self.0;
+        // openraft must never be handed a connection to itself; a node id
+        // that maps to this node gets a client that is always unreachable.
+        let usable = target != out.local_id;
+        let client = |lane| usable.then(|| out.client(&node.address, lane)).flatten();
+        PeerClient {
+            target,
+            outbound: out.clone(),
+            data: client(data),
+            control: client(control),
+            snapshot: client(Lane::Snapshot),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+        self.make(target, node, Lane::Data, Lane::Control)
+    }
+
+    async fn new_heartbeat_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+        self.make(target, node, Lane::Control, Lane::Control)
+    }
+
+    async fn new_snapshot_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+        self.make(target, node, Lane::Snapshot, Lane::Control)
+    }
+}
+
+/// One peer as openraft sees it.
+#[derive(Debug)]
+pub(crate) struct PeerClient {
+    target: u64,
+    outbound: Arc<Outbound>,
+    data: Option<Client>,
+    control: Option<Client>,
+    snapshot: Option<Client>,
+}
+
+fn unreachable(why: &str) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(why))
+}
+
+fn from_status(status: &tonic::Status) -> RPCError<TypeConfig> {
+    use tonic::Code;
+    match status.code() {
+        // Connection refused or reset, or the peer is shutting down:
+        // openraft backs off before the next attempt.
+        Code::Unavailable | Code::Cancelled | Code::Unknown => {
+            RPCError::Unreachable(Unreachable::from_string(status.to_string()))
+        }
+        _ => RPCError::Network(NetworkError::from_string(status.to_string())),
+    }
+}
+
+fn decode_reply<T: DeserializeOwned>(frame: &Frame) -> Result<T, RPCError<TypeConfig>> {
+    decode(&frame.payload)
+        .map_err(|e| RPCError::Network(NetworkError::from_string(format!("bad reply: {e}"))))
+}
+
+fn frame_of<T: Serialize>(value: &T) -> Result<Frame, RPCError<TypeConfig>> {
+    encode(value)
+        .map(|b| Frame { payload: b.into() })
+        .map_err(|e| RPCError::Network(NetworkError::from_string(format!("encode: {e}"))))
+}
+
+impl PeerClient {
+    fn timeout(&self, action: RPCTypes, after: Duration) -> RPCError<TypeConfig> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.outbound.local_id,
+            target: self.target,
+            timeout: after,
+        })
+    }
+
+    /// One unary call with a deadline.
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        client: Option<&Client>,
+        action: RPCTypes,
+        request: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(Client, tonic::Request<Frame>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Frame>, tonic::Status>>,
+    {
+        let client = client
+            .cloned()
+            .ok_or_else(|| unreachable("no usable address for this peer"))?;
+        let ttl = option.hard_ttl();
+        let mut req = tonic::Request::new(frame_of(request)?);
+        req.set_timeout(ttl);
+        match tokio::time::timeout(ttl, call(client, req)).await {
+            Ok(Ok(resp)) => decode_reply(resp.get_ref()),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                Err(self.timeout(action, ttl))
+            }
+            Ok(Err(status)) => Err(from_status(&status)),
+            Err(_) => Err(self.timeout(action, ttl)),
+        }
+    }
+}
+
+/// Send times of requests still waiting for their response, so the response
+/// stream can hold each to its own deadline and stay patient while idle.
+#[derive(Default)]
+struct InFlight {
+    sent: Mutex<VecDeque<Instant>>,
+    more: Notify,
+}
+
+impl InFlight {
+    fn push(&self) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Instant::now());
+        self.more.notify_one();
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .copied()
+    }
+
+    fn pop(&self) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let client = self.data.as_ref();
+        self.unary(
+            client,
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+            |mut c, r| async move { c.append(r).await },
+        )
+        .await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self
+                .data
+                .clone()
+                .ok_or_else(|| unreachable("no usable address for this peer"))?;
+            let ttl = option.hard_ttl();
+            let in_flight = Arc::new(InFlight::default());
+            let tracker = in_flight.clone();
+            // A request that cannot be encoded ends the stream; openraft
+            // then sees fewer responses than requests and retries.
+            let requests = input
+                .map(|req| encode(&req))
+                .take_while(|r| std::future::ready(r.is_ok()))
+                .filter_map(move |r| {
+                    let frame = r.ok().map(|b| Frame { payload: b.into() });
+                    if frame.is_some() {
+                        tracker.push();
+                    }
+                    std::future::ready(frame)
+                });
+            let responses = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(status)) => return Err(from_status(&status)),
+                Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, ttl)),
+            };
+            let timeout_err = self.timeout(RPCTypes::AppendEntries, ttl);
+            let stream = futures::stream::unfold(Some((responses, in_flight)), move |state| {
+                let timeout_err = timeout_err.clone();
+                async move {
+                    let (mut responses, in_flight) = state?;
+                    let next = loop {
+                        match in_flight.oldest() {
+                            Some(sent) => {
+                                match tokio::time::timeout_at(sent + ttl, responses.message()).await
+                                {
+                                    Ok(m) => break m,
+                                    Err(_) => return Some((Err(timeout_err), None)),
+                                }
+                            }
+                            None => {
+                                tokio::select! {
+                                    m = responses.message() => break m,
+                                    _ = in_flight.more.notified() => continue,
+                                }
+                            }
+                        }
+                    };
+                    match next {
+                        Ok(Some(frame)) => {
+                            in_flight.pop();
+                            let item = decode_reply::<StreamAppendResult<TypeConfig>>(&frame);
+                            let keep = item.is_ok();
+                            Some((item, keep.then_some((responses, in_flight))))
+                        }
+                        Ok(None) => None,
+                        Err(status) => Some((Err(from_status(&status)), None)),
+                    }
+                }
+            });
+            Ok(Box::pin(stream) as BoxStream<'s, _>)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let client = self.control.as_ref();
+        self.unary(
+            client,
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let client = self.control.as_ref();
+        self.unary(
+            client,
+            RPCTypes::Vote,
+            &rpc,
+            &option,
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let client = self.control.as_ref();
+        self.unary(
+            client,
+            RPCTypes::TransferLeader,
+            &req,
+            &option,
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<Committed, u64, Peer, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let client = self.snapshot.clone().ok_or_else(|| {
+            StreamingError::Unreachable(Unreachable::from_string("no usable address"))
+        })?;
+        let progress = option.hard_ttl();
+        let timeout = |after| {
+            StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.outbound.local_id,
+                target: self.target,
+                timeout: after,
+            })
+        };
+        let transfer = send_snapshot(
+            client,
+            vote,
+            snapshot,
+            progress,
+            self.outbound.snapshot_install_timeout,
+        );
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = transfer => match r {
+                Ok(resp) => Ok(resp),
+                Err(SendError::Stalled(after)) => Err(timeout(after)),
+                Err(SendError::Status(s)) => Err(match from_status(&s) {
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    _ => StreamingError::Network(NetworkError::from_string(s.to_string())),
+                }),
+                Err(SendError::Local(e)) => Err(StreamingError::Network(NetworkError::from_string(e))),
+            },
+        }
+    }
+}
+
+enum SendError {
+    Stalled(Duration),
+    Status(tonic::Status),
+    Local(String),
+}
+
+/// Streams the snapshot file: a header chunk, then 1 MiB chunks; each chunk
+/// must be taken by the network within `progress`.
+async fn send_snapshot(
+    mut client: Client,
+    vote: Vote,
+    snapshot: Snapshot<Committed, u64, Peer, SnapshotFile>,
+    progress: Duration,
+    install_timeout: Duration,
+) -> Result<SnapshotResponse<TypeConfig>, SendError> {
+    use tokio::io::AsyncReadExt as _;
+    let size = snapshot
+        .snapshot
+        .file
+        .metadata()
+        .map_err(|e| SendError::Local(format!("stat snapshot: {e}")))?
+        .len();
+    let header = encode(&(vote, snapshot.meta.clone(), size))
+        .map_err(|e| SendError::Local(format!("encode snapshot header: {e}")))?;
+    let mut file = tokio::fs::File::from_std(snapshot.snapshot.file);
+    let (chunks, rx) = mpsc::channel::<SnapshotChunk>(2);
+    let call = tokio::spawn(async move {
+        client
+            .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let mut header = Some(header);
+    loop {
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| SendError::Local(format!("read snapshot: {e}")))?;
+        if n == 0 && header.is_none() {
+            break;
+        }
+        buf.truncate(n);
+        let chunk = SnapshotChunk {
+            header: header.take().unwrap_or_default().into(),
+            data: buf.into(),
+        };
+        if chunks.send_timeout(chunk, progress).await.is_err() {
+            call.abort();
+            return Err(SendError::Stalled(progress));
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    drop(chunks);
+    match tokio::time::timeout(install_timeout, call).await {
+        Ok(Ok(Ok(resp))) => decode(&resp.get_ref().payload)
+            .map_err(|e| SendError::Local(format!("bad snapshot reply: {e}"))),
+        Ok(Ok(Err(status))) => Err(SendError::Status(status)),
+        Ok(Err(e)) => Err(SendError::Local(format!("snapshot call failed: {e}"))),
+        Err(_) => Err(SendError::Stalled(install_timeout)),
+    }
+}

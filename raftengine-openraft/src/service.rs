@@ -1,0 +1,238 @@
+//! Inbound: the tonic service peers call. Every request is decoded with the
+//! size-limited codec; bytes that do not decode get `InvalidArgument`, never
+//! a panic, and never reach openraft.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use openraft::Raft;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use raftengine::StateMachine;
+use raftengine::backend::SnapshotDir;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::{decode, encode};
+use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
+use crate::pb::{Frame, SnapshotChunk};
+use crate::state_machine::{SnapshotFile, StateMachineAdapter};
+use crate::types::{SnapshotMeta, TypeConfig, Vote};
+
+/// When this node last heard from a leader (for `Status::last_contact`);
+/// starts at the node's start.
+#[derive(Debug)]
+pub(crate) struct Contact(Mutex<Option<Instant>>);
+
+impl Default for Contact {
+    fn default() -> Self {
+        Contact(Mutex::new(Some(Instant::now())))
+    }
+}
+
+impl Contact {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub(crate) fn since(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+}
+
+pub(crate) struct Inbound<S: StateMachine> {
+    pub(crate) raft: Raft<TypeConfig, StateMachineAdapter<S>>,
+    pub(crate) snapshots: SnapshotDir,
+    /// Each snapshot chunk must arrive within this of the previous one.
+    pub(crate) progress_timeout: Duration,
+    /// The largest snapshot file accepted.
+    pub(crate) max_snapshot_bytes: u64,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) contact: Arc<Contact>,
+}
+
+impl<S: StateMachine> Inbound<S> {
+    pub(crate) fn into_service(self) -> RaftNetworkServer<Self> {
+        let max = self.max_message_bytes;
+        RaftNetworkServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+}
+
+fn request_of<T: DeserializeOwned>(frame: &Frame) -> Result<T, Status> {
+    decode(&frame.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Frame>, Status> {
+    encode(value)
+        .map(|b| Response::new(Frame { payload: b.into() }))
+        .map_err(|e| Status::internal(format!("encode reply: {e}")))
+}
+
+fn stopped<E: std::fmt::Display>(e: E) -> Status {
+    Status::unavailable(format!("raft node is not running: {e}"))
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S: StateMachine> RaftNetwork for Inbound<S> {
+    async fn append(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = request_of(request.get_ref())?;
+        let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
+        if resp.is_success() {
+            self.contact.touch();
+        }
+        reply(&resp)
+    }
+
+    type StreamAppendStream = FrameStream;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let bad: Arc<Mutex<Option<Status>>> = Arc::default();
+        let bad_in = bad.clone();
+        let requests = request
+            .into_inner()
+            .map(move |item| match item {
+                Ok(frame) => request_of::<AppendEntriesRequest<TypeConfig>>(&frame),
+                Err(status) => Err(status),
+            })
+            .take_while(move |r| {
+                if let Err(status) = r {
+                    *bad_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
+                }
+                std::future::ready(r.is_ok())
+            })
+            .filter_map(|r| std::future::ready(r.ok()));
+        let contact = self.contact.clone();
+        let responses = self.raft.stream_append(requests).map(move |r| match r {
+            Ok(result) => {
+                if result.is_ok() {
+                    contact.touch();
+                }
+                encode(&result)
+                    .map(|b| Frame { payload: b.into() })
+                    .map_err(|e| Status::internal(format!("encode reply: {e}")))
+            }
+            Err(fatal) => Err(stopped(fatal)),
+        });
+        // A request that did not decode ends the stream with its error.
+        let tail =
+            futures::stream::once(
+                async move { bad.lock().unwrap_or_else(|p| p.into_inner()).take() },
+            )
+            .filter_map(|s| std::future::ready(s.map(Err)));
+        Ok(Response::new(Box::pin(responses.chain(tail))))
+    }
+
+    async fn vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
+        reply(&self.raft.vote(rpc).await.map_err(stopped)?)
+    }
+
+    async fn pre_vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
+        reply(&self.raft.pre_vote(rpc).await.map_err(stopped)?)
+    }
+
+    async fn transfer_leader(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = request_of(request.get_ref())?;
+        reply(
+            &self
+                .raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(stopped)?,
+        )
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Frame>, Status> {
+        let mut stream = request.into_inner();
+        let first = match tokio::time::timeout(self.progress_timeout, stream.message()).await {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => return Err(Status::invalid_argument("empty snapshot stream")),
+            Ok(Err(s)) => return Err(s),
+            Err(_) => return Err(Status::deadline_exceeded("snapshot stream stalled")),
+        };
+        let (vote, meta, size): (Vote, SnapshotMeta, u64) = decode(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        if size > self.max_snapshot_bytes {
+            return Err(Status::invalid_argument(format!(
+                "snapshot of {size} bytes exceeds the limit of {}",
+                self.max_snapshot_bytes
+            )));
+        }
+        let (index, term) = meta
+            .last_log_id
+            .map_or((0, 0), |l| (l.index, l.leader_id.term));
+        let tmp = self.snapshots.receive_path(index, term, rand::random());
+        let result = async {
+            receive_file(&tmp, size, first, &mut stream, self.progress_timeout).await?;
+            let file = std::fs::File::open(&tmp)
+                .map_err(|e| Status::internal(format!("open received snapshot: {e}")))?;
+            let snapshot = openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile {
+                    file,
+                    path: tmp.clone(),
+                },
+            };
+            let resp = self
+                .raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(stopped)?;
+            reply(&resp)
+        }
+        .await;
+        // Installed snapshots were renamed into place; anything left is junk.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result
+    }
+}
+
+/// Writes the streamed file to `tmp` and fsyncs it; each chunk must arrive
+/// within `progress` of the previous one and the total must match `size`.
+async fn receive_file(
+    tmp: &std::path::Path,
+    size: u64,
+    first: SnapshotChunk,
+    stream: &mut Streaming<SnapshotChunk>,
+    progress: Duration,
+) -> Result<(), Status> {
+    use tokio::io::AsyncWriteExt as _;
+    let io = |e: std::io::Error| Status::internal(format!("snapshot file: {e}"));
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
+    let mut received = 0u64;
+    let mut chunk = Some(first);
+    while let Some(c) = chunk.take() {
+        received += c.data.len() as u64;
+        if received > size {
+            return Err(Status::invalid_argument("snapshot larger than announced"));
+        }
+        file.write_all(&c.data).await.map_err(io)?;
+        chunk = match tokio::time::timeout(progress, stream.message()).await {
+            Ok(next) => next?,
+            Err(_) => return Err(Status::deadline_exceeded("snapshot stream stalled")),
+        };
+    }
+    if received != size {
+        return Err(Status::invalid_argument("snapshot shorter than announced"));
+    }
+    file.sync_all().await.map_err(io)?;
+    Ok(())
+}
