@@ -513,30 +513,31 @@ fn write_loop(engine: &Arc<Engine>, mut rx: mpsc::Receiver<Command>, mut marks: 
                     mark,
                     written,
                     flushed,
-                } => match {
+                } => {
                     marks.before(&mark);
-                    engine.write(&mut batch, sync)
-                } {
-                    Ok(_) => {
-                        marks.after_write(&mark);
-                        let _ = written.send(Ok(()));
-                        unsynced.extend(flushed);
-                        if sync {
-                            marks.after_sync();
-                            // An fsync covers every earlier write too.
-                            for cb in unsynced.drain(..) {
-                                cb.io_completed(Ok(()));
+                    let result = engine.write(&mut batch, sync);
+                    match result {
+                        Ok(_) => {
+                            marks.after_write(&mark);
+                            let _ = written.send(Ok(()));
+                            unsynced.extend(flushed);
+                            if sync {
+                                marks.after_sync();
+                                // An fsync covers every earlier write too.
+                                for cb in unsynced.drain(..) {
+                                    cb.io_completed(Ok(()));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let msg = format!("write raft log: {e}");
+                            let _ = written.send(Err(io::Error::other(msg.clone())));
+                            if let Some(cb) = flushed {
+                                cb.io_completed(Err(io::Error::other(msg)));
                             }
                         }
                     }
-                    Err(e) => {
-                        let msg = format!("write raft log: {e}");
-                        let _ = written.send(Err(io::Error::other(msg.clone())));
-                        if let Some(cb) = flushed {
-                            cb.io_completed(Err(io::Error::other(msg)));
-                        }
-                    }
-                },
+                }
                 Command::Compact { to, done } => {
                     engine.compact_to(GROUP, to);
                     let _ = done.send(Ok(()));
@@ -668,10 +669,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut envelopes = Vec::new();
         let mut last = None;
         for entry in entries {
-            let mut e = eraftpb::Entry::default();
-            e.index = entry.log_id.index;
-            e.term = entry.log_id.leader_id.term;
-            e.data = encode_io(&entry, "log entry")?.into();
+            let e = eraftpb::Entry {
+                index: entry.log_id.index,
+                term: entry.log_id.leader_id.term,
+                data: encode_io(&entry, "log entry")?.into(),
+                ..eraftpb::Entry::default()
+            };
             last = Some(entry.log_id);
             envelopes.push(e);
         }
