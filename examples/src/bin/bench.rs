@@ -507,6 +507,7 @@ async fn main() {
     };
     let wanted = |name: &str| args.engines.is_empty() || args.engines.iter().any(|e| e == name);
     let mut rows = Vec::new();
+    #[cfg_attr(all(feature = "etcd", feature = "openraft"), allow(unused_mut))]
     let mut not_run = Vec::new();
     let ctx = Ctx {
         args: &args,
@@ -523,8 +524,23 @@ async fn main() {
         )
         .await;
     }
+    #[cfg(feature = "openraft")]
     if wanted("openraft") {
-        not_run.push("openraft: the backend is not implemented yet (issue #4)".to_owned());
+        run_engine(
+            "openraft",
+            raftengine_openraft::OpenraftFactory::default(),
+            &ctx,
+            &mut rows,
+        )
+        .await;
+    }
+    #[cfg(not(feature = "openraft"))]
+    if wanted("openraft") {
+        not_run.push("openraft: built without the `openraft` feature".to_owned());
+    }
+    #[cfg(not(feature = "etcd"))]
+    if wanted("etcd") {
+        not_run.push("etcd: built without the `etcd` feature".to_owned());
     }
     print_table(&machine, &rows, &not_run);
     if let Some(path) = &args.json {
