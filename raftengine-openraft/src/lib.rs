@@ -7,6 +7,8 @@ mod codec;
 mod config;
 mod engine;
 mod factory;
+#[doc(hidden)]
+pub mod log_bench;
 mod log_store;
 mod network;
 
