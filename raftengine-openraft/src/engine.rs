@@ -84,7 +84,6 @@ pub(crate) struct Sample {
     pub(crate) state: State,
     pub(crate) leader: Option<u64>,
     pub(crate) term: u64,
-    pub(crate) quorum_ack: Option<Instant>,
     pub(crate) applied: u64,
     pub(crate) applied_term: u64,
     pub(crate) committed: u64,
@@ -96,6 +95,9 @@ pub(crate) struct Sample {
 }
 
 pub(crate) type OpenRaft<S> = Raft<TypeConfig, StateMachineAdapter<S>>;
+
+/// openraft's metrics watch receiver.
+pub(crate) type MetricsRx = <<<TypeConfig as openraft::RaftTypeConfig>::AsyncRuntime as openraft::AsyncRuntime>::Watch as openraft::async_runtime::watch::Watch>::Receiver<openraft::RaftMetrics<TypeConfig>>;
 
 /// Samples `raft`'s metrics; `lease` is openraft's own leader lease (also
 /// its longest election timeout) and `contact` when this node last heard
@@ -147,7 +149,6 @@ pub(crate) fn sample<S: StateMachine>(
         state,
         leader,
         term: m.current_term,
-        quorum_ack,
         applied: m.last_applied.map_or(0, |l| l.index),
         applied_term: m.last_applied.map_or(0, |l| l.leader_id.term),
         committed: m.local_committed.map_or(0, |l| l.index),
@@ -168,6 +169,8 @@ pub struct OpenraftEngine<S: StateMachine> {
     pub(crate) node_id: u64,
     pub(crate) cfg: OpenraftConfig,
     pub(crate) raft: OpenRaft<S>,
+    /// Kept to sample the metrics without cloning a receiver per call.
+    pub(crate) metrics: MetricsRx,
     /// The state machine as applied (ahead of openraft's metrics, which
     /// are published after the response reached the proposer).
     pub(crate) sm: StateMachineAdapter<S>,
@@ -590,17 +593,30 @@ impl<S: StateMachine> LeaseProvider for OpenraftEngine<S> {
         if self.stopped_reason().is_some() {
             return LeaseBasis::none(State::Shutdown);
         }
-        let s = self.sample();
-        if s.state != State::Leader {
-            return LeaseBasis::none(s.state);
+        // The hot path of lease reads: one short borrow of the metrics, no
+        // membership scan (a non-leader or an expired lease is refused by
+        // the rule itself, which checks the acknowledgement's age).
+        let (is_leader, term, quorum_ack) = {
+            let m = self.metrics.borrow_watched();
+            (
+                m.state == ServerState::Leader,
+                m.current_term,
+                m.last_quorum_acked
+                    .as_ref()
+                    .and_then(|t| Instant::now().checked_sub(t.elapsed())),
+            )
+        };
+        if !is_leader {
+            return LeaseBasis::none(self.sample().state);
         }
+        let applied = self.sm.last_applied();
         LeaseBasis {
-            state: s.state,
-            term: s.term,
-            last_quorum_ack: s.quorum_ack,
+            state: State::Leader,
+            term,
+            last_quorum_ack: quorum_ack,
             transfer_in_progress: self.watched.transferee().is_some(),
-            applied_current_term: s.applied_term == s.term,
-            applied_index: s.applied,
+            applied_current_term: applied.is_some_and(|l| l.leader_id.term == term),
+            applied_index: applied.map_or(0, |l| l.index),
         }
     }
 

@@ -198,6 +198,7 @@ impl Factory for OpenraftFactory {
             local_id: config.local_id,
             node_id,
             cfg: self.config.clone(),
+            metrics: raft.metrics(),
             raft,
             sm: adapter,
             watched,
