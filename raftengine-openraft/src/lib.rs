@@ -77,3 +77,6 @@ pub use factory::OpenraftFactory;
 
 /// The engine type name this backend reports.
 pub const ENGINE_TYPE: &str = "openraft";
+
+#[cfg(test)]
+mod service_tests;

@@ -1,0 +1,101 @@
+//! Hostile input on each RPC of the transport service: well-formed gRPC
+//! carrying garbage gets `InvalidArgument`, and the node keeps working.
+
+use std::io::{Read, Write};
+
+use raftengine::{Factory, FactoryConfig, Proposer};
+
+use crate::pb::raft_network_client::RaftNetworkClient;
+use crate::pb::{Frame, SnapshotChunk};
+use crate::{OpenraftConfig, OpenraftFactory};
+
+struct Echo;
+struct NoSnapshot;
+
+impl raftengine::Snapshot for NoSnapshot {
+    fn write_to(&mut self, _w: &mut dyn Write) -> std::io::Result<u64> {
+        Ok(0)
+    }
+}
+
+impl raftengine::StateMachine for Echo {
+    type Response = usize;
+    type Snapshot = NoSnapshot;
+    fn apply(&mut self, _index: u64, data: &[u8]) -> usize {
+        data.len()
+    }
+    fn snapshot(&mut self) -> std::io::Result<NoSnapshot> {
+        Ok(NoSnapshot)
+    }
+    fn restore(&mut self, _r: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn garbage() -> Frame {
+    Frame {
+        payload: vec![0xff, 0x13, 0x37, 0x00, 0xfe, 0xfe, 0xfe, 0xfe, 0x01].into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_every_rpc_is_invalid_argument_and_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let created = OpenraftFactory::new(OpenraftConfig::default())
+        .create(FactoryConfig::new("n1", address.clone(), dir.path(), Echo).with_bootstrap(true))
+        .await
+        .unwrap();
+    let server = created.serve(listener).unwrap();
+    let engine = created.engine;
+
+    let mut client = RaftNetworkClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let invalid = |r: Result<tonic::Response<Frame>, tonic::Status>, what: &str| match r {
+        Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "{what}: {s}"),
+        Ok(_) => panic!("{what}: garbage was accepted"),
+    };
+    invalid(client.append(garbage()).await, "append");
+    invalid(client.vote(garbage()).await, "vote");
+    invalid(client.pre_vote(garbage()).await, "pre_vote");
+    invalid(client.transfer_leader(garbage()).await, "transfer_leader");
+
+    let chunks = vec![SnapshotChunk {
+        header: vec![1, 2, 3].into(),
+        data: vec![0; 16].into(),
+    }];
+    match client.install_snapshot(futures::stream::iter(chunks)).await {
+        Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "install_snapshot: {s}"),
+        Ok(_) => panic!("install_snapshot: garbage header was accepted"),
+    }
+
+    let mut stream = client
+        .stream_append(futures::stream::iter(vec![garbage()]))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await {
+        Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "stream_append: {s}"),
+        Ok(m) => panic!("stream_append: expected an error, got {m:?}"),
+    }
+
+    // The node still serves.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match engine.propose(bytes::Bytes::from_static(b"abc")).await {
+            Ok(r) => {
+                assert_eq!(r.response, 3);
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the node stopped serving: {e}"),
+        }
+    }
+    engine.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
