@@ -26,6 +26,9 @@ pub enum Link {
     Cut,
     /// Connections are accepted but nothing is forwarded.
     Blackhole,
+    /// Bytes flow, each read chunk held back this long in either direction:
+    /// a slow, congested link rather than a dead one.
+    Slow(std::time::Duration),
 }
 
 /// The loopback IP of node `i`.
@@ -67,6 +70,8 @@ impl Network {
     pub fn set(&self, from: usize, to: usize, link: Link) {
         let mut inner = self.lock();
         inner.links.insert((from, to), link);
+        // Existing connections keep the behaviour they were opened with:
+        // drop them so the new one applies to every byte from now on.
         if link != Link::Up {
             for h in inner.conns.remove(&(from, to)).unwrap_or_default() {
                 h.abort();
@@ -84,9 +89,37 @@ impl Network {
         }
     }
 
-    /// Restores every link.
+    /// Slows both directions between `node` and every node in `others`.
+    pub fn slow(
+        &self,
+        node: usize,
+        others: impl IntoIterator<Item = usize>,
+        delay: std::time::Duration,
+    ) {
+        for o in others {
+            if o != node {
+                self.set(node, o, Link::Slow(delay));
+                self.set(o, node, Link::Slow(delay));
+            }
+        }
+    }
+
+    /// Restores every link. Slowed connections are dropped so that their
+    /// replacements run at full speed.
     pub fn heal_all(&self) {
-        self.lock().links.clear();
+        let mut inner = self.lock();
+        let slowed: Vec<(usize, usize)> = inner
+            .links
+            .iter()
+            .filter(|(_, l)| matches!(l, Link::Slow(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in slowed {
+            for h in inner.conns.remove(&k).unwrap_or_default() {
+                h.abort();
+            }
+        }
+        inner.links.clear();
     }
 
     fn link(&self, from: usize, to: usize) -> Link {
@@ -148,6 +181,21 @@ impl Proxy {
                             network.track(f, to, held.abort_handle());
                         }
                     }
+                    (Link::Slow(delay), Some(backend)) => {
+                        let pipe = tokio::spawn(async move {
+                            let Ok(outbound) = TcpStream::connect(backend).await else {
+                                return;
+                            };
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let (ri, wi) = inbound.into_split();
+                            let (ro, wo) = outbound.into_split();
+                            tokio::join!(delayed_copy(ri, wo, delay), delayed_copy(ro, wi, delay));
+                        });
+                        if let Some(f) = from {
+                            network.track(f, to, pipe.abort_handle());
+                        }
+                    }
                     (Link::Up, Some(backend)) => {
                         let pipe = tokio::spawn(async move {
                             let Ok(mut outbound) = TcpStream::connect(backend).await else {
@@ -168,4 +216,25 @@ impl Proxy {
         });
         Ok(Proxy { address, task })
     }
+}
+
+/// Copies `from` to `to`, holding each chunk back by `delay`.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        tokio::time::sleep(delay).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

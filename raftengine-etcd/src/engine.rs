@@ -183,9 +183,15 @@ impl<R: Send + 'static> Admin for EtcdEngine<R> {
             // raft-rs 0.7 never steps a removed leader down, so hand
             // leadership away first; the new leader performs the removal.
             self.transfer_leadership(TransferTarget::Any).await?;
-            return Err(Error::NotLeader {
-                leader: self.leader(),
-            });
+            // The transfer succeeded once the target led; wait (bounded) for
+            // the published status to name it so the caller gets the hint.
+            let deadline = tokio::time::Instant::now() + self.cfg.election_timeout();
+            let mut leader = self.leader();
+            while leader.is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(self.cfg.tick_interval).await;
+                leader = self.leader();
+            }
+            return Err(Error::NotLeader { leader });
         }
         self.membership(MembershipChange::Remove { id: id.to_owned() }, prev_index)
             .await

@@ -67,7 +67,11 @@ async fn garbage_in_every_rpc_is_invalid_argument_and_harmless() {
         data: vec![0; 16].into(),
     }];
     match client.install_snapshot(futures::stream::iter(chunks)).await {
-        Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "install_snapshot: {s}"),
+        Err(s) => assert_eq!(
+            s.code(),
+            tonic::Code::InvalidArgument,
+            "install_snapshot: {s}"
+        ),
         Ok(_) => panic!("install_snapshot: garbage header was accepted"),
     }
 

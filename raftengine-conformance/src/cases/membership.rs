@@ -219,3 +219,51 @@ pub async fn invalid_transfer_targets_are_refused<F: Factory>(factory: F) {
     assert_eq!(e.state(), State::Leader);
     c.shutdown().await;
 }
+
+/// Removing the current leader: the cluster hands leadership to a remaining
+/// voter (the backend may do it inside the call, or answer `NotLeader` with
+/// the new leader, where the removal is then repeated), the removed node
+/// leaves the configuration, and writes continue.
+pub async fn removing_the_leader_hands_over<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("before", "1")).await.expect("put");
+    let removed = c.nodes[l].id.clone();
+    match c.engine(l).remove_server(&removed, None).await {
+        Ok(_) => {}
+        Err(Error::NotLeader { leader: Some(hint) }) => {
+            let next = c
+                .nodes
+                .iter()
+                .position(|n| n.id == hint.id)
+                .unwrap_or_else(|| panic!("hint names an unknown node {hint}"));
+            assert_ne!(next, l, "the hint names the removed leader itself");
+            let e = c.engine(next).clone();
+            let r = removed.clone();
+            wait_for("the new leader to remove the old one", || async {
+                match e.remove_server(&r, None).await {
+                    Ok(i) => Some(i),
+                    Err(Error::NotLeader { .. } | Error::ConfChangePending) => None,
+                    Err(other) => panic!("removal on the new leader failed: {other}"),
+                }
+            })
+            .await;
+        }
+        Err(other) => panic!("removing the leader failed: {other}"),
+    }
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let new = c.wait_leader_among(&others).await;
+    let e = c.engine(new).clone();
+    let r = removed.clone();
+    wait_for("the removed leader to leave the configuration", || async {
+        let conf = e.configuration().await.ok()?;
+        (conf.server(&r).is_none() && conf.servers.len() == 2).then_some(())
+    })
+    .await;
+    let e = c.engine(new).clone();
+    wait_for("a write on the remaining voters", || async {
+        e.propose(put("after", "1")).await.ok()
+    })
+    .await;
+    c.shutdown().await;
+}

@@ -291,3 +291,72 @@ pub async fn read_right_after_an_election_completes<F: Factory>(factory: F) {
     assert!(idx >= 1);
     c.shutdown().await;
 }
+
+/// A follower behind a slow link (every byte delayed, nothing lost) does not
+/// hold back commits: the leader commits with the other follower, and the
+/// slow one catches up with the identical sequence once the link is fast.
+pub async fn a_slow_follower_does_not_stall_commits<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let f = c.other_than(l);
+    c.net.slow(f, 0..3, Duration::from_millis(300));
+    let mut last = 0;
+    for i in 0..30 {
+        last = c
+            .engine(l)
+            .propose(put(&format!("slow{i}"), "v"))
+            .await
+            .expect("a write while one follower is slow")
+            .commit_index;
+    }
+    c.heal();
+    c.wait_applied(f, last).await;
+    let reference = c.nodes[l].kv.lock().applied.clone();
+    let log = c.nodes[f].kv.lock().applied.clone();
+    assert_eq!(
+        log[..],
+        reference[..log.len()],
+        "the slow follower diverged"
+    );
+    c.shutdown().await;
+}
+
+/// Transfer to a reachable voter that lags behind a slow link: the call
+/// resolves (the target leads, or the transfer is reported aborted), never
+/// hangs, and the cluster keeps accepting writes afterwards.
+pub async fn transfer_to_a_lagging_target_resolves<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let t = c.other_than(l);
+    c.net.slow(t, 0..3, Duration::from_millis(300));
+    for i in 0..10 {
+        c.engine(l)
+            .propose(put(&format!("lag{i}"), "v"))
+            .await
+            .expect("write while the target lags");
+    }
+    let target = c.nodes[t].id.clone();
+    let transfer = c
+        .engine(l)
+        .transfer_leadership(raftengine::TransferTarget::Server(target));
+    match tokio::time::timeout(crate::harness::WAIT, transfer).await {
+        Ok(Ok(())) => assert_eq!(
+            c.engine(t).state(),
+            State::Leader,
+            "transfer reported success before the target led"
+        ),
+        Ok(Err(
+            Error::TransferAborted { .. } | Error::NotLeader { .. } | Error::LeadershipLost,
+        )) => {}
+        Ok(Err(other)) => panic!("unexpected transfer error: {other}"),
+        Err(_) => panic!("the transfer to a lagging target never resolved"),
+    }
+    c.heal();
+    let n = c.wait_leader().await;
+    let e = c.engine(n).clone();
+    wait_for("a write after the transfer attempt", || async {
+        e.propose(put("after", "1")).await.ok()
+    })
+    .await;
+    c.shutdown().await;
+}
