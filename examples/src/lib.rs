@@ -1,10 +1,19 @@
 //! # raftengine-examples
 //!
-//! Shared pieces of the example binaries: a minimal key-value state machine
-//! and helpers to run a cluster of nodes in one process.
+//! Shared pieces of the example binaries: a minimal key-value state machine,
+//! the key-value service's gRPC API and its server side.
 //!
 //! * `bench` — the engine comparison (README's main command).
-//! * The replicated key-value service (`kv`) lands with issue #6.
+//! * `kv` — the replicated key-value service: `kv serve` runs a node, the
+//!   other subcommands are its client.
+
+pub mod service;
+
+/// The generated gRPC code of `proto/kv.proto` (client and server).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod api {
+    tonic::include_proto!("raftengine.kv.v1");
+}
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,10 +21,11 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-/// Keys and values; entries are `key \0 value`.
+/// Keys and values, as applied.
 pub type Map = Arc<RwLock<HashMap<Bytes, Bytes>>>;
 
-/// A last-writer-wins map; `apply` returns the entry's index.
+/// A last-writer-wins map; `apply` returns the entry's index. Entries are
+/// made by [`put`] and [`delete`]; anything else is applied as a no-op.
 #[derive(Debug, Default)]
 pub struct KvMachine {
     /// The state, shared with readers.
@@ -57,14 +67,23 @@ impl raftengine::StateMachine for KvMachine {
     type Snapshot = KvSnapshot;
 
     fn apply(&mut self, index: u64, data: &[u8]) -> u64 {
-        let (k, v) = match data.iter().position(|b| *b == 0) {
-            Some(p) => (&data[..p], &data[p + 1..]),
-            None => (data, &[][..]),
-        };
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v));
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match data.split_first() {
+            Some((&OP_PUT, rest)) if rest.len() >= 4 => {
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&rest[..4]);
+                let klen = u32::from_be_bytes(len) as usize;
+                let body = &rest[4..];
+                if klen <= body.len() {
+                    let (k, v) = body.split_at(klen);
+                    map.insert(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v));
+                }
+            }
+            Some((&OP_DELETE, key)) => {
+                map.remove(key);
+            }
+            _ => {}
+        }
         index
     }
 
@@ -88,11 +107,42 @@ impl raftengine::StateMachine for KvMachine {
     }
 }
 
+const OP_PUT: u8 = b'P';
+const OP_DELETE: u8 = b'D';
+
 /// Encodes a put of `value` under `key`.
 pub fn put(key: &[u8], value: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(key.len() + value.len() + 1);
+    let mut out = Vec::with_capacity(key.len() + value.len() + 5);
+    out.push(OP_PUT);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
-    out.push(0);
     out.extend_from_slice(value);
     Bytes::from(out)
+}
+
+/// Encodes a delete of `key`.
+pub fn delete(key: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(OP_DELETE);
+    out.extend_from_slice(key);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use raftengine::StateMachine;
+
+    use super::*;
+
+    #[test]
+    fn put_delete_and_garbage() {
+        let mut m = KvMachine::default();
+        m.apply(1, &put(b"k", b"v"));
+        assert_eq!(m.map.read().unwrap().get(&b"k"[..]).unwrap(), &b"v"[..]);
+        m.apply(2, b"garbage");
+        m.apply(3, &[OP_PUT, 0, 0, 0, 9, 1]);
+        assert_eq!(m.map.read().unwrap().len(), 1, "garbage changes nothing");
+        m.apply(4, &delete(b"k"));
+        assert!(m.map.read().unwrap().is_empty());
+    }
 }

@@ -910,10 +910,11 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
                 watched.loss.fire();
             }
             if watched.stop.borrow().is_none() {
-                tracing::error!(node = node_id, %reason, "openraft stopped");
                 let stop = if reason.contains("stopped") {
+                    tracing::info!(node = node_id, "openraft stopped");
                     StopReason::Shutdown
                 } else {
+                    tracing::error!(node = node_id, %reason, "openraft failed");
                     StopReason::Fatal(reason)
                 };
                 watched.stop.send_replace(Some(stop));

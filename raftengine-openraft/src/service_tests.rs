@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use raftengine::{Factory, FactoryConfig, Proposer};
+use raftengine::{Factory, FactoryConfig};
 
 use crate::pb::raft_network_client::RaftNetworkClient;
 use crate::pb::{Frame, SnapshotChunk};

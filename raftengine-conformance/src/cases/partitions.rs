@@ -304,7 +304,7 @@ pub async fn a_slow_follower_does_not_stall_commits<F: Factory>(factory: F) {
     for i in 0..30 {
         last = c
             .engine(l)
-            .propose(put(&format!("slow{i}"), "v"))
+            .propose(put(format!("slow{i}"), "v"))
             .await
             .expect("a write while one follower is slow")
             .commit_index;
@@ -331,7 +331,7 @@ pub async fn transfer_to_a_lagging_target_resolves<F: Factory>(factory: F) {
     c.net.slow(t, 0..3, Duration::from_millis(300));
     for i in 0..10 {
         c.engine(l)
-            .propose(put(&format!("lag{i}"), "v"))
+            .propose(put(format!("lag{i}"), "v"))
             .await
             .expect("write while the target lags");
     }

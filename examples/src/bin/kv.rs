@@ -1,0 +1,412 @@
+//! The replicated key-value service: `kv serve` runs one node; the other
+//! subcommands are its client. See the README for a 3-node walkthrough.
+//!
+//! The node's Raft transport and the client API share one port. The engine
+//! is chosen with `--engine` among the ones compiled in (cargo features
+//! `etcd` and `openraft`); everything else codes against `raftengine`'s
+//! traits only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use raftengine::{Factory, FactoryConfig, Server, TransportServer};
+use raftengine_examples::KvMachine;
+use raftengine_examples::api::kv_client::KvClient;
+use raftengine_examples::api::{
+    Empty, GetRequest, KeyRequest, MemberRequest, PutRequest, ReadMode,
+};
+use raftengine_examples::service::{KvService, LEADER_ADDRESS};
+use tonic::transport::Channel;
+
+/// A replicated key-value store on raftengine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EngineKind {
+    Etcd,
+    Openraft,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Linearizable,
+    Lease,
+    Local,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// This node's id.
+        #[arg(long)]
+        id: String,
+        /// Address to listen on (Raft and client API), e.g. 127.0.0.1:7001.
+        #[arg(long)]
+        listen: String,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The founding members, `id=address` comma separated (include this node).
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Form a new cluster from `--peers` if the data dir is empty.
+        #[arg(long)]
+        bootstrap: bool,
+        /// Join an existing cluster as a learner (an admin adds it).
+        #[arg(long)]
+        join_as_learner: bool,
+        /// Which Raft engine to run.
+        #[arg(long, value_enum, default_value = "etcd")]
+        engine: EngineKind,
+    },
+    /// Write a value.
+    Put {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        key: String,
+        value: String,
+    },
+    /// Read a value.
+    Get {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        key: String,
+        #[arg(long, value_enum, default_value = "linearizable")]
+        mode: Mode,
+    },
+    /// Delete a key.
+    Delete {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        key: String,
+    },
+    /// Show a node's status.
+    Status {
+        #[arg(long, required = true)]
+        addr: String,
+    },
+    /// Show the cluster configuration.
+    Config {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+    },
+    /// Add a learner.
+    AddLearner {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        id: String,
+        address: String,
+    },
+    /// Promote a learner to voter once it holds everything committed.
+    Promote {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        id: String,
+    },
+    /// Remove a member.
+    Remove {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        id: String,
+    },
+    /// Hand leadership to `id` (or to any voter).
+    Transfer {
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        id: Option<String>,
+    },
+}
+
+fn parse_peers(peers: &[String]) -> Result<Vec<Server>, String> {
+    peers
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(id, addr)| Server::voter(id, addr))
+                .ok_or_else(|| format!("peer {p:?} is not id=address"))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve<F: Factory>(
+    factory: F,
+    id: String,
+    listen: String,
+    data_dir: PathBuf,
+    peers: Vec<Server>,
+    bootstrap: bool,
+    join_as_learner: bool,
+) -> Result<(), String> {
+    let sm = KvMachine::default();
+    let map = sm.map.clone();
+    let config = FactoryConfig::new(id.clone(), listen.clone(), data_dir, sm)
+        .with_peers(peers)
+        .with_bootstrap(bootstrap)
+        .with_join_as_learner(join_as_learner);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("listen on {listen}: {e}"))?;
+    let created = factory.create(config).await.map_err(|e| e.to_string())?;
+    let engine = created.engine;
+    let routes = created
+        .transport
+        .add_service(KvService::new(engine.clone(), map).into_server());
+    let server = TransportServer::spawn(routes, listener).map_err(|e| e.to_string())?;
+    eprintln!("node {id} ({}) serving on {listen}", factory.engine_type());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        reason = engine.stopped() => eprintln!("engine stopped: {reason:?}"),
+    }
+    let _ = engine.shutdown().await;
+    let _ = server.shutdown().await;
+    Ok(())
+}
+
+async fn connect(addr: &str) -> Result<KvClient<Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    Ok(KvClient::new(channel))
+}
+
+/// Runs `call` against the given addresses, following not-leader hints.
+async fn with_leader<T, F, Fut>(addrs: &[String], mut call: F) -> Result<T, String>
+where
+    F: FnMut(KvClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut queue: Vec<String> = addrs.to_vec();
+    let mut last = String::from("no address given");
+    let mut hops = 0;
+    while let Some(addr) = queue.first().cloned() {
+        queue.remove(0);
+        let client = match connect(&addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        match call(client).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) => {
+                last = format!("{addr}: {}", s.message());
+                let hint = s
+                    .metadata()
+                    .get(LEADER_ADDRESS)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if let Some(hint) = hint {
+                    if hops < 3 && hint != addr {
+                        hops += 1;
+                        queue.insert(0, hint);
+                    }
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn client(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { .. } => return Err("serve is not a client command".into()),
+        Command::Put { addr, key, value } => {
+            let r = with_leader(&addr, |mut c| {
+                let req = PutRequest {
+                    key: key.clone().into_bytes().into(),
+                    value: value.clone().into_bytes().into(),
+                };
+                async move { c.put(req).await }
+            })
+            .await?;
+            println!("ok, index {}", r.index);
+        }
+        Command::Delete { addr, key } => {
+            let r = with_leader(&addr, |mut c| {
+                let req = KeyRequest {
+                    key: key.clone().into_bytes().into(),
+                };
+                async move { c.delete(req).await }
+            })
+            .await?;
+            println!("ok, index {}", r.index);
+        }
+        Command::Get { addr, key, mode } => {
+            let mode = match mode {
+                Mode::Linearizable => ReadMode::Linearizable,
+                Mode::Lease => ReadMode::Lease,
+                Mode::Local => ReadMode::Local,
+            };
+            let r = with_leader(&addr, |mut c| {
+                let req = GetRequest {
+                    key: key.clone().into_bytes().into(),
+                    mode: mode as i32,
+                };
+                async move { c.get(req).await }
+            })
+            .await?;
+            if r.found {
+                println!("{}", String::from_utf8_lossy(&r.value));
+            } else {
+                println!("(not found, read at index {})", r.index);
+            }
+        }
+        Command::Status { addr } => {
+            let s = with_leader(&[addr], |mut c| async move { c.status(Empty {}).await }).await?;
+            println!(
+                "{} [{}]: {} term {} commit {} applied {} leader {}",
+                s.id,
+                s.engine,
+                s.state,
+                s.term,
+                s.commit_index,
+                s.applied_index,
+                if s.leader_id.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{}@{}", s.leader_id, s.leader_address)
+                }
+            );
+        }
+        Command::Config { addr } => {
+            let c = with_leader(
+                &addr,
+                |mut c| async move { c.configuration(Empty {}).await },
+            )
+            .await?;
+            println!("configuration at index {}", c.index);
+            for m in c.members {
+                let role = if m.voter { "voter" } else { "learner" };
+                println!("  {} {} {role}", m.id, m.address);
+            }
+        }
+        Command::AddLearner { addr, id, address } => {
+            let r = with_leader(&addr, |mut c| {
+                let req = MemberRequest {
+                    id: id.clone(),
+                    address: address.clone(),
+                };
+                async move { c.add_learner(req).await }
+            })
+            .await?;
+            println!("ok, configuration index {}", r.index);
+        }
+        Command::Promote { addr, id } => {
+            let r = with_leader(&addr, |mut c| {
+                let req = MemberRequest {
+                    id: id.clone(),
+                    address: String::new(),
+                };
+                async move { c.promote(req).await }
+            })
+            .await?;
+            println!("ok, configuration index {}", r.index);
+        }
+        Command::Remove { addr, id } => {
+            let r = with_leader(&addr, |mut c| {
+                let req = MemberRequest {
+                    id: id.clone(),
+                    address: String::new(),
+                };
+                async move { c.remove(req).await }
+            })
+            .await?;
+            println!("ok, configuration index {}", r.index);
+        }
+        Command::Transfer { addr, id } => {
+            with_leader(&addr, |mut c| {
+                let req = MemberRequest {
+                    id: id.clone().unwrap_or_default(),
+                    address: String::new(),
+                };
+                async move { c.transfer(req).await }
+            })
+            .await?;
+            println!("ok");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            id,
+            listen,
+            data_dir,
+            peers,
+            bootstrap,
+            join_as_learner,
+            engine,
+        } => match parse_peers(&peers) {
+            Err(e) => Err(e),
+            Ok(peers) => match engine {
+                #[cfg(feature = "etcd")]
+                EngineKind::Etcd => {
+                    serve(
+                        raftengine_etcd::EtcdFactory::default(),
+                        id,
+                        listen,
+                        data_dir,
+                        peers,
+                        bootstrap,
+                        join_as_learner,
+                    )
+                    .await
+                }
+                #[cfg(feature = "openraft")]
+                EngineKind::Openraft => {
+                    serve(
+                        raftengine_openraft::OpenraftFactory::default(),
+                        id,
+                        listen,
+                        data_dir,
+                        peers,
+                        bootstrap,
+                        join_as_learner,
+                    )
+                    .await
+                }
+                #[allow(unreachable_patterns)]
+                other => Err(format!(
+                    "engine {other:?} is not compiled in (cargo feature)"
+                )),
+            },
+        },
+        command => client(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The server side of the key-value service: the `Kv` gRPC API over an
+//! engine and the map its state machine applies to. Engine-agnostic: it
+//! holds an `Arc<dyn raftengine::Engine<u64>>`.
+
+use std::sync::Arc;
+
+use raftengine::{CatchUp, Engine, Error, TransferTarget};
+use tonic::{Request, Response, Status};
+
+use crate::api::kv_server::{Kv, KvServer};
+use crate::api::{
+    ConfigurationReply, Empty, GetReply, GetRequest, IndexReply, KeyRequest, Member, MemberRequest,
+    PutRequest, ReadMode, StatusReply, WriteReply,
+};
+use crate::{Map, delete, put};
+
+/// Metadata key carrying the leader's id on a not-leader error.
+pub const LEADER_ID: &str = "x-raft-leader-id";
+/// Metadata key carrying the leader's address on a not-leader error; the
+/// client API listens there too, so a client can retry at that address.
+pub const LEADER_ADDRESS: &str = "x-raft-leader-address";
+
+/// The `Kv` service of one node.
+#[derive(Clone)]
+pub struct KvService {
+    engine: Arc<dyn Engine<u64>>,
+    map: Map,
+}
+
+impl std::fmt::Debug for KvService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvService")
+            .field("node", &self.engine.local_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvService {
+    /// Serves `engine`, reading from `map` (the state machine's map).
+    pub fn new(engine: Arc<dyn Engine<u64>>, map: Map) -> Self {
+        KvService { engine, map }
+    }
+
+    /// The tonic service to mount next to the Raft transport.
+    pub fn into_server(self) -> KvServer<Self> {
+        KvServer::new(self)
+    }
+
+    fn lookup(&self, key: &[u8], index: u64) -> GetReply {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some(v) => GetReply {
+                found: true,
+                value: v.clone(),
+                index,
+            },
+            None => GetReply {
+                found: false,
+                value: Default::default(),
+                index,
+            },
+        }
+    }
+}
+
+/// Maps an engine error to a gRPC status; a not-leader error carries the
+/// leader hint in metadata.
+pub fn to_status(e: Error) -> Status {
+    match e {
+        Error::NotLeader { leader } => {
+            let mut s = Status::failed_precondition(match &leader {
+                Some(l) => format!("not leader; the leader is {l}"),
+                None => "not leader; no leader known".to_owned(),
+            });
+            if let Some(l) = leader {
+                if let (Ok(id), Ok(addr)) = (l.id.parse(), l.address.parse()) {
+                    s.metadata_mut().insert(LEADER_ID, id);
+                    s.metadata_mut().insert(LEADER_ADDRESS, addr);
+                }
+            }
+            s
+        }
+        Error::OutcomeUnknown { reason } => Status::unknown(format!("outcome unknown: {reason}")),
+        Error::TransferInProgress | Error::LeadershipLost | Error::Shutdown => {
+            Status::unavailable(e.to_string())
+        }
+        Error::ProposalTooLarge { .. } | Error::InvalidConfig(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::FailedPrecondition { .. } => Status::failed_precondition(e.to_string()),
+        Error::ConfChangePending | Error::ConfigIndexMismatch { .. } => {
+            Status::aborted(e.to_string())
+        }
+        Error::TransferAborted { .. } => Status::aborted(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteReply>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .engine
+            .propose(put(&r.key, &r.value))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(WriteReply {
+            index: res.commit_index,
+        }))
+    }
+
+    async fn delete(&self, request: Request<KeyRequest>) -> Result<Response<WriteReply>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .engine
+            .propose(delete(&r.key))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(WriteReply {
+            index: res.commit_index,
+        }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let r = request.into_inner();
+        let index = match ReadMode::try_from(r.mode).unwrap_or(ReadMode::Linearizable) {
+            ReadMode::Linearizable => self.engine.linearizable_read().await.map_err(to_status)?,
+            ReadMode::Lease => match self.engine.check_lease() {
+                Ok(grant) => grant.applied_index,
+                Err(denied) => {
+                    return Err(to_status(Error::NotLeader {
+                        leader: self.engine.leader(),
+                    })
+                    .tap_message(&denied.to_string()));
+                }
+            },
+            ReadMode::Local => self.engine.status().applied_index,
+        };
+        Ok(Response::new(self.lookup(&r.key, index)))
+    }
+
+    async fn status(&self, _request: Request<Empty>) -> Result<Response<StatusReply>, Status> {
+        let s = self.engine.status();
+        Ok(Response::new(StatusReply {
+            id: self.engine.local_id().to_owned(),
+            state: s.state.to_string(),
+            leader_id: s.leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+            leader_address: s.leader.map(|l| l.address).unwrap_or_default(),
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            engine: self.engine.engine_type().to_owned(),
+        }))
+    }
+
+    async fn configuration(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<ConfigurationReply>, Status> {
+        let c = self.engine.configuration().await.map_err(to_status)?;
+        Ok(Response::new(ConfigurationReply {
+            index: c.index,
+            members: c
+                .servers
+                .into_iter()
+                .map(|s| Member {
+                    voter: s.suffrage == raftengine::Suffrage::Voter,
+                    id: s.id,
+                    address: s.address,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<MemberRequest>,
+    ) -> Result<Response<IndexReply>, Status> {
+        let r = request.into_inner();
+        let index = self
+            .engine
+            .add_learner(&r.id, &r.address, None)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(IndexReply { index }))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<MemberRequest>,
+    ) -> Result<Response<IndexReply>, Status> {
+        let r = request.into_inner();
+        // Promote once the learner holds everything committed so far.
+        let target = self.engine.status().commit_index;
+        let catch_up = CatchUp::at_least(target).unwrap_or(CatchUp::Unchecked);
+        let index = self
+            .engine
+            .promote_learner(&r.id, None, catch_up)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(IndexReply { index }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<MemberRequest>,
+    ) -> Result<Response<IndexReply>, Status> {
+        let r = request.into_inner();
+        let index = self
+            .engine
+            .remove_server(&r.id, None)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(IndexReply { index }))
+    }
+
+    async fn transfer(&self, request: Request<MemberRequest>) -> Result<Response<Empty>, Status> {
+        let r = request.into_inner();
+        let target = if r.id.is_empty() {
+            TransferTarget::Any
+        } else {
+            TransferTarget::Server(r.id)
+        };
+        self.engine
+            .transfer_leadership(target)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+trait TapMessage {
+    fn tap_message(self, extra: &str) -> Self;
+}
+
+impl TapMessage for Status {
+    /// Appends `extra` to the message, keeping code and metadata.
+    fn tap_message(self, extra: &str) -> Self {
+        let metadata = self.metadata().clone();
+        let mut s = Status::new(self.code(), format!("{} ({extra})", self.message()));
+        *s.metadata_mut() = metadata;
+        s
+    }
+}

@@ -1,0 +1,257 @@
+//! Three `kv serve` processes per engine on loopback: writes under load,
+//! SIGKILL of the leader, writes through the new leader, restart of the
+//! killed process on its data dir; no acknowledged write may be lost and all
+//! replicas must converge.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use raftengine_examples::api::kv_client::KvClient;
+use raftengine_examples::api::{Empty, GetRequest, PutRequest, ReadMode};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Node {
+    id: String,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(engine: &str, id: &str, addr: &str, peers: &str, dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args([
+            "serve",
+            "--id",
+            id,
+            "--listen",
+            addr,
+            "--peers",
+            peers,
+            "--bootstrap",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .args(["--engine", engine])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kv serve")
+}
+
+async fn client(addr: &str) -> Option<KvClient<Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5));
+    ep.connect().await.ok().map(KvClient::new)
+}
+
+/// The index of the node that reports itself leader, polling with a deadline.
+async fn leader(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.child.is_none() {
+                continue;
+            }
+            if let Some(mut c) = client(&n.addr).await {
+                if let Ok(s) = c.status(Empty {}).await {
+                    if s.get_ref().state == "leader" {
+                        return i;
+                    }
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `key` until one node acknowledges it; returns false if the
+/// deadline passed. Unknown outcomes are retried (the value is the same).
+async fn write(nodes: &[Node], key: &str) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        for n in nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(mut c) = client(&n.addr).await else {
+                continue;
+            };
+            let req = PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: format!("v-{key}").into_bytes().into(),
+            };
+            if c.put(req).await.is_ok() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn read(addr: &str, key: &str, mode: ReadMode) -> Option<Option<Vec<u8>>> {
+    let mut c = client(addr).await?;
+    let r = c
+        .get(GetRequest {
+            key: key.as_bytes().to_vec().into(),
+            mode: mode as i32,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some(r.found.then(|| r.value.to_vec()))
+}
+
+async fn run(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ["n1", "n2", "n3"];
+    let addrs: Vec<String> = ids
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let peers = ids
+        .iter()
+        .zip(&addrs)
+        .map(|(i, a)| format!("{i}={a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .zip(&addrs)
+        .map(|(id, addr)| Node {
+            id: (*id).to_owned(),
+            addr: addr.clone(),
+            child: Some(spawn(engine, id, addr, &peers, dir.path())),
+        })
+        .collect();
+
+    let mut acked = BTreeMap::new();
+    let first = leader(&nodes).await;
+    // Load: 8 concurrent writers, each cycling through the nodes until one
+    // acknowledges; the leader is killed while they run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut batch = Vec::new();
+    for w in 0..8 {
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let stop = stop.clone();
+        batch.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut k = 0;
+            let mut at = w % addrs.len();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let key = format!("w{w}-k{k}");
+                let req = PutRequest {
+                    key: key.as_bytes().to_vec().into(),
+                    value: format!("v-{key}").into_bytes().into(),
+                };
+                let ok = match client(&addrs[at]).await {
+                    Some(mut c) => c.put(req).await.is_ok(),
+                    None => false,
+                };
+                if ok {
+                    done.push(key);
+                    k += 1;
+                } else {
+                    at = (at + 1) % addrs.len();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = first;
+    if let Some(mut c) = nodes[killed].child.take() {
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for h in batch {
+        for k in h.await.unwrap() {
+            acked.insert(k.clone(), format!("v-{k}"));
+        }
+    }
+    assert!(acked.len() > 50, "too little load: {} writes", acked.len());
+    // Through the new leader.
+    let second = leader(&nodes).await;
+    assert_ne!(second, killed);
+    for k in 0..30 {
+        let key = format!("after-{k}");
+        assert!(
+            write(&nodes, &key).await,
+            "write {key} through the new leader failed"
+        );
+        acked.insert(key.clone(), format!("v-{key}"));
+    }
+    // Restart the killed process on its data dir.
+    let (id, addr) = (nodes[killed].id.clone(), nodes[killed].addr.clone());
+    nodes[killed].child = Some(spawn(engine, &id, &addr, &peers, dir.path()));
+    let marker = "final-marker";
+    assert!(write(&nodes, marker).await);
+    acked.insert(marker.to_owned(), format!("v-{marker}"));
+
+    // No acknowledged write lost (linearizable reads), and every replica,
+    // including the restarted one, converges (local reads).
+    let l = leader(&nodes).await;
+    for (k, v) in &acked {
+        let got = read(&nodes[l].addr, k, ReadMode::Linearizable).await;
+        assert_eq!(
+            got,
+            Some(Some(v.clone().into_bytes())),
+            "acknowledged {k} lost"
+        );
+    }
+    for n in &nodes {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut all = true;
+            for (k, v) in &acked {
+                if read(&n.addr, k, ReadMode::Local).await != Some(Some(v.clone().into_bytes())) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} did not converge", n.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_processes_survive_a_killed_leader() {
+    run("etcd").await;
+}
+
+#[cfg(feature = "openraft")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_processes_survive_a_killed_leader() {
+    run("openraft").await;
+}
