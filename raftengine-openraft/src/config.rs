@@ -154,6 +154,11 @@ impl OpenraftConfig {
             // under its old id) would otherwise make the leader panic; the
             // leader resends it everything instead.
             allow_log_reversion: Some(true),
+            // A restarted leader must win a new election. Restoring its old
+            // leadership is only safe if the state machine was durable up to
+            // the commit index; ours is rebuilt from a snapshot and the log,
+            // and the committed id is not fsynced on its own.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         };
         cfg.validate()

@@ -51,6 +51,10 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where the SVG chart (write throughput vs clients, one line per
+    /// engine) goes.
+    #[arg(long, default_value = "target/bench-writes.svg")]
+    chart: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +79,12 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_physical_limit: Option<f64>,
     peak_rss_mib: f64,
+    /// Keys in the state a new learner had to catch up on
+    /// (`learner_catch_up` rows; their ops/s is keys per second and p50 the
+    /// time from `add_learner` to the learner having applied the commit
+    /// index of that moment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_keys: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,6 +275,45 @@ impl<F: Factory> Cluster<F> {
         self.nodes[i] = self.launch(&id, &address, dir, l).await;
     }
 
+    /// Adds a fresh learner, waits until it applied the commit index of the
+    /// moment it was added; returns (seconds, keys in the state).
+    async fn learner_catch_up(&self, dir: &Path) -> (f64, usize) {
+        let l = self.leader().await;
+        let e = self.engine(l);
+        let keys = self.nodes[l]
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let cfg = FactoryConfig::new("learner", address.clone(), dir, KvMachine::default())
+            .with_peers(self.peers.clone())
+            .with_join_as_learner(true);
+        let created = self.factory.create(cfg).await.expect("create learner");
+        let server = created.serve(listener).expect("serve learner");
+        let learner = created.engine;
+        let target = e.status().commit_index;
+        let t = Instant::now();
+        e.add_learner("learner", &address, None)
+            .await
+            .expect("add learner");
+        while learner.status().applied_index < target {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "learner did not catch up within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let _ = e.remove_server("learner", None).await;
+        let _ = learner.shutdown().await;
+        let _ = server.shutdown().await;
+        (secs, keys)
+    }
+
     async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
@@ -316,6 +365,25 @@ struct Ctx<'a> {
     args: &'a Args,
     machine: &'a Machine,
     root: PathBuf,
+    progress: indicatif::ProgressBar,
+}
+
+impl Ctx<'_> {
+    /// Starts the next step: advances the bar, or logs a line when stderr is
+    /// not a terminal (the bar hides itself there).
+    fn step(&self, msg: String) {
+        self.progress.inc(1);
+        if self.progress.is_hidden() {
+            eprintln!("{msg}");
+        }
+        self.progress.set_message(msg);
+    }
+
+    /// Steps per engine: each write row, two read rows, the failovers, the
+    /// learner catch-up, the 1-node row and the cluster start.
+    fn steps_per_engine(args: &Args) -> u64 {
+        (args.clients.len() + 2 + args.failovers + 3) as u64
+    }
 }
 
 async fn run_engine<F: Factory + Clone>(
@@ -345,10 +413,11 @@ async fn run_engine<F: Factory + Clone>(
         p99_us: p99,
         ratio_to_physical_limit: write.then(|| ops / limit(clients)),
         peak_rss_mib: peak_rss_mib(),
+        state_keys: None,
     };
     let payload = vec![b'x'; args.payload];
 
-    eprintln!("[{name}] starting {} nodes", args.nodes);
+    ctx.step(format!("[{name}] starting {} nodes", args.nodes));
     let mut cluster = Cluster::start(
         factory.clone(),
         args.nodes,
@@ -358,7 +427,7 @@ async fn run_engine<F: Factory + Clone>(
     let l = cluster.leader().await;
     let e = cluster.engine(l);
     for &clients in &args.clients {
-        eprintln!("[{name}] write, {clients} clients");
+        ctx.step(format!("[{name}] write, {clients} clients"));
         let (e2, p) = (e.clone(), payload.clone());
         let r = load(clients, dur, move |c, n| {
             let (e, data) = (e2.clone(), put(format!("k{c}-{}", n % 1024).as_bytes(), &p));
@@ -367,7 +436,10 @@ async fn run_engine<F: Factory + Clone>(
         .await;
         rows.push(row("write", args.nodes, clients, r, true));
     }
-    eprintln!("[{name}] linearizable reads, {} clients", args.read_clients);
+    ctx.step(format!(
+        "[{name}] linearizable reads, {} clients",
+        args.read_clients
+    ));
     let e2 = e.clone();
     let r = load(args.read_clients, dur, move |_, _| {
         let e = e2.clone();
@@ -381,7 +453,10 @@ async fn run_engine<F: Factory + Clone>(
         r,
         false,
     ));
-    eprintln!("[{name}] lease reads, {} clients", args.read_clients);
+    ctx.step(format!(
+        "[{name}] lease reads, {} clients",
+        args.read_clients
+    ));
     let (e2, map) = (e.clone(), cluster.nodes[l].map.clone());
     let r = load(args.read_clients, dur, move |c, _| {
         let (e, map) = (e2.clone(), map.clone());
@@ -403,7 +478,11 @@ async fn run_engine<F: Factory + Clone>(
     // Failover: stop the leader, time until a write commits on the new one.
     let mut samples = Vec::new();
     for round in 0..args.failovers {
-        eprintln!("[{name}] failover {}/{}", round + 1, args.failovers);
+        ctx.step(format!(
+            "[{name}] failover {}/{}",
+            round + 1,
+            args.failovers
+        ));
         let old = cluster.leader().await;
         let t = Instant::now();
         cluster.stop(old).await;
@@ -445,9 +524,26 @@ async fn run_engine<F: Factory + Clone>(
         (1e6 / median.max(1.0), median, worst),
         false,
     ));
+
+    ctx.step(format!("[{name}] learner catch-up"));
+    let (secs, keys) = cluster
+        .learner_catch_up(&ctx.root.join(format!("{name}-learner")))
+        .await;
+    let mut r = row(
+        "learner_catch_up",
+        args.nodes,
+        1,
+        (keys as f64 / secs, secs * 1e6, secs * 1e6),
+        false,
+    );
+    r.state_keys = Some(keys);
+    rows.push(r);
     cluster.shutdown().await;
 
-    eprintln!("[{name}] 1 node, write, {} clients", args.read_clients);
+    ctx.step(format!(
+        "[{name}] 1 node, write, {} clients",
+        args.read_clients
+    ));
     let single = Cluster::start(factory, 1, &ctx.root.join(format!("{name}-1"))).await;
     let e = single.engine(single.leader().await);
     let p = payload.clone();
@@ -458,6 +554,63 @@ async fn run_engine<F: Factory + Clone>(
     .await;
     rows.push(row("write", 1, args.read_clients, r, true));
     single.shutdown().await;
+}
+
+/// Draws write throughput against clients, one line per engine.
+fn write_chart(path: &Path, rows: &[Row], nodes: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let writes: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.workload == "write" && r.nodes == nodes)
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let max_y = writes.iter().map(|r| r.ops_per_sec).fold(1.0, f64::max) * 1.15;
+    let max_x = writes.iter().map(|r| r.clients).max().unwrap_or(1) as f64 * 1.3;
+    let root = SVGBackend::new(path, (820, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("durable {nodes}-node writes, loopback gRPC, fsync on"),
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d((1f64..max_x).log_scale(), 0f64..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc("writes / s")
+        .draw()?;
+    let mut engines: Vec<&str> = writes.iter().map(|r| r.engine.as_str()).collect();
+    engines.dedup();
+    for (i, engine) in engines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> = writes
+            .iter()
+            .filter(|r| r.engine == *engine)
+            .map(|r| (r.clients as f64, r.ops_per_sec))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*engine)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
@@ -509,10 +662,18 @@ async fn main() {
     let mut rows = Vec::new();
     #[cfg_attr(all(feature = "etcd", feature = "openraft"), allow(unused_mut))]
     let mut not_run = Vec::new();
+    let engines = ["etcd", "openraft"].iter().filter(|e| wanted(e)).count() as u64;
+    let progress = indicatif::ProgressBar::new(engines * Ctx::steps_per_engine(&args));
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     let ctx = Ctx {
         args: &args,
         machine: &machine,
         root: root.path().to_path_buf(),
+        progress,
     };
     #[cfg(feature = "etcd")]
     if wanted("etcd") {
@@ -542,7 +703,12 @@ async fn main() {
     if wanted("etcd") {
         not_run.push("etcd: built without the `etcd` feature".to_owned());
     }
+    ctx.progress.finish_and_clear();
     print_table(&machine, &rows, &not_run);
+    match write_chart(&args.chart, &rows, args.nodes) {
+        Ok(()) => eprintln!("wrote {}", args.chart.display()),
+        Err(e) => eprintln!("could not draw {}: {e}", args.chart.display()),
+    }
     if let Some(path) = &args.json {
         let report = Report {
             machine,
