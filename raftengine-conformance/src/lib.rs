@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             basics::propose_returns_response_and_commit_index,
             basics::propose_admin_behaves_like_propose,
             basics::replicas_apply_the_identical_sequence,
+            basics::many_proposers_apply_the_identical_sequence,
             basics::follower_propose_is_not_leader_with_hint,
             basics::oversized_proposal_is_a_typed_error,
             basics::dropped_propose_future_does_not_break_the_engine,

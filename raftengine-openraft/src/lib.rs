@@ -46,7 +46,7 @@
 //! * **Network**: per peer a control connection (heartbeats, votes,
 //!   pre-votes, leadership transfer), a data connection (pipelined appends on
 //!   one stream) and a snapshot connection (1 MiB chunks, progress deadline).
-//! * **Semantics**: see `docs/backend-openraft.md` for each trait's mapping,
+//! * **Semantics**: see `docs/backends/openraft.md` for each trait's mapping,
 //!   e.g. why a leader whose lease ran out is reported as a follower.
 
 mod codec;

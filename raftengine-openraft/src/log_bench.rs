@@ -1,6 +1,6 @@
 //! Append throughput of the log store, for `examples/log_store.rs`.
 //! Not part of the API; it exists so the storage choice documented in
-//! `docs/backend-openraft.md` can be re-measured on any machine.
+//! `docs/backends/openraft.md` can be re-measured on any machine.
 
 use std::io;
 use std::path::Path;
