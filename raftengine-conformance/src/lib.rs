@@ -53,6 +53,8 @@ macro_rules! conformance_tests {
             reads::follower_read_is_not_leader,
             reads::many_concurrent_reads_complete,
             reads::lease_holds_on_the_leader_only,
+            reads::quorum_ack_advances_under_heartbeats,
+            reads::single_voter_leader_has_a_lease,
             restart::single_node_restart_restores_state,
             restart::full_cluster_restart_keeps_acknowledged_writes,
             restart::restarted_follower_catches_up,
@@ -67,6 +69,10 @@ macro_rules! conformance_tests {
             membership::transfer_to_a_named_voter,
             membership::invalid_transfer_targets_are_refused,
             membership::removing_the_leader_hands_over,
+            membership::add_voter_replicates,
+            membership::a_stopped_learner_does_not_block_commits,
+            membership::learner_suffrage_survives_restart,
+            membership::transfer_to_any_voter,
             partitions::isolated_leader_is_replaced_and_converges,
             partitions::rejoining_node_does_not_disrupt_the_leader,
             partitions::progress_continues_under_flapping_links,
@@ -78,8 +84,11 @@ macro_rules! conformance_tests {
             snapshots::restart_from_snapshot_after_compaction,
             snapshots::learner_added_after_compaction_catches_up,
             snapshots::lagging_follower_catches_up_after_compaction,
+            snapshots::large_snapshot_transfers_intact,
             linearizability::history_is_linearizable_under_leader_isolation,
             hostile::garbage_on_the_transport_port_is_harmless,
+            hostile::invalid_factory_configs_are_refused,
+            hostile::corrupt_snapshot_file_is_an_error_at_start,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -41,3 +41,90 @@ pub async fn garbage_on_the_transport_port_is_harmless<F: Factory>(factory: F) {
     }
     c.shutdown().await;
 }
+
+/// Invalid factory configurations are refused with `InvalidConfig` before
+/// anything starts (DESIGN §4.8).
+pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
+    use raftengine::{Error, FactoryConfig, Server};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let make = |id: &str| {
+        let (sm, _) = crate::kv::KvStateMachine::new();
+        FactoryConfig::new(id, "127.0.0.1:1", dir.path().join(id), sm)
+    };
+    let cases = vec![
+        ("an empty id", make("").with_bootstrap(true)),
+        (
+            "duplicate peer ids",
+            make("a").with_bootstrap(true).with_peers(vec![
+                Server::voter("a", "127.0.0.1:1"),
+                Server::voter("b", "127.0.0.1:2"),
+                Server::voter("b", "127.0.0.1:3"),
+            ]),
+        ),
+        (
+            "bootstrap without the local node among the peers",
+            make("a")
+                .with_bootstrap(true)
+                .with_peers(vec![Server::voter("b", "127.0.0.1:2")]),
+        ),
+        (
+            "bootstrap together with join_as_learner",
+            make("a").with_bootstrap(true).with_join_as_learner(true),
+        ),
+        ("a fresh node with neither bootstrap nor peers", make("a")),
+    ];
+    for (what, cfg) in cases {
+        match factory.create(cfg).await {
+            Err(Error::InvalidConfig(_)) => {}
+            Err(other) => panic!("{what}: expected InvalidConfig, got {other}"),
+            Ok(created) => {
+                let _ = created.engine.shutdown().await;
+                panic!("{what}: the engine started");
+            }
+        }
+    }
+}
+
+/// A corrupt snapshot file in a data dir is a clear error at start, not a
+/// silently different state (DESIGN §4.7). Applies to backends that keep
+/// snapshots as `*.snap` files (`raftengine::backend::SnapshotDir`).
+pub async fn corrupt_snapshot_file_is_an_error_at_start<F: Factory>(factory: F) {
+    use raftengine::Error;
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let f = c.other_than(l);
+    let e = std::sync::Arc::clone(c.engine(l));
+    let mut n = 0;
+    while c.engine(f).status().last_snapshot_index == 0 {
+        assert!(n < 20_000, "no snapshot on the follower after {n} writes");
+        e.propose(put(format!("c{n}"), "v")).await.expect("put");
+        n += 1;
+    }
+    c.stop(f).await;
+    let mut damaged = 0;
+    let mut stack = vec![c.nodes[f].dir.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read data dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "snap") {
+                let mut bytes = std::fs::read(&p).expect("read snapshot");
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x5a;
+                std::fs::write(&p, &bytes).expect("write snapshot");
+                damaged += 1;
+            }
+        }
+    }
+    assert!(
+        damaged > 0,
+        "no *.snap file found in the follower's data dir"
+    );
+    match c.restart(f).await {
+        Err(Error::Storage { .. } | Error::StateMachine { .. }) => {}
+        Err(other) => panic!("expected a storage error, got {other}"),
+        Ok(()) => panic!("a node with a corrupt snapshot started"),
+    }
+    c.shutdown().await;
+}

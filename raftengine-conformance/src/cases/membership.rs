@@ -267,3 +267,102 @@ pub async fn removing_the_leader_hands_over<F: Factory>(factory: F) {
     .await;
     c.shutdown().await;
 }
+
+/// `add_voter` adds a new node as a voter; it replicates the whole log
+/// (DESIGN §4.5, Raft §6).
+pub async fn add_voter_replicates<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = c
+            .engine(l)
+            .propose(put(format!("av{i}"), "v"))
+            .await
+            .expect("put")
+            .commit_index;
+    }
+    let j = c.spawn_joiner("n4", false).await;
+    let address = c.nodes[j].address.clone();
+    let index = c
+        .engine(l)
+        .add_voter("n4", &address, None)
+        .await
+        .expect("add voter");
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert_eq!(conf.server("n4").map(|s| s.suffrage), Some(Suffrage::Voter));
+    assert_eq!(
+        conf.index, index,
+        "the configuration is the one add_voter committed"
+    );
+    c.wait_applied(j, last).await;
+    let w = c.engine(l).propose(put("after", "1")).await.expect("put");
+    c.wait_applied(j, w.commit_index).await;
+    assert_eq!(c.nodes[j].kv.get(b"after"), Some(b"1".to_vec()));
+    c.shutdown().await;
+}
+
+/// Learners do not count toward the quorum: one voter plus a stopped learner
+/// still commits (DESIGN §4.5).
+pub async fn a_stopped_learner_does_not_block_commits<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 1).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("a", "1")).await.expect("put");
+    let (j, _) = c.add_learner_node(l, "n2").await;
+    c.stop(j).await;
+    for i in 0..5 {
+        c.engine(l)
+            .propose(put(format!("b{i}"), "1"))
+            .await
+            .expect("a lone voter commits while its learner is down");
+    }
+    let e = Arc::clone(c.engine(l));
+    wait_for("the lone voter's lease", || async { e.check_lease().ok() }).await;
+    c.shutdown().await;
+}
+
+/// A learner is still a learner after the whole cluster restarts (DESIGN
+/// §4.5: suffrage is persisted).
+pub async fn learner_suffrage_survives_restart<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.add_learner_node(l, "n4").await;
+    for i in 0..3 {
+        c.restart(i).await.expect("restart");
+    }
+    let l = c.wait_leader_among(&[0, 1, 2]).await;
+    let e = Arc::clone(c.engine(l));
+    let conf = wait_for("the configuration after restart", || async {
+        e.configuration()
+            .await
+            .ok()
+            .filter(|c| c.server("n4").is_some())
+    })
+    .await;
+    assert_eq!(
+        conf.server("n4").map(|s| s.suffrage),
+        Some(Suffrage::Learner)
+    );
+    assert_eq!(conf.voters().count(), 3);
+    c.shutdown().await;
+}
+
+/// Transfer to "any" voter hands leadership to another voter and reports
+/// success only once it leads (DESIGN §4.6).
+pub async fn transfer_to_any_voter<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("t", "1")).await.expect("put");
+    c.engine(l)
+        .transfer_leadership(raftengine::TransferTarget::Any)
+        .await
+        .expect("transfer to any");
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let n = c.wait_leader_among(&others).await;
+    let e = Arc::clone(c.engine(n));
+    wait_for("a write on the new leader", || async {
+        e.propose(put("t", "2")).await.ok()
+    })
+    .await;
+    c.shutdown().await;
+}

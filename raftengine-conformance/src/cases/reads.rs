@@ -85,3 +85,35 @@ pub async fn lease_holds_on_the_leader_only<F: Factory>(factory: F) {
     assert!(c.engine(f).last_quorum_ack().is_none());
     c.shutdown().await;
 }
+
+/// Heartbeats keep renewing the lease: the leader's `last_quorum_ack`
+/// advances while nothing is written (DESIGN §4.4).
+pub async fn quorum_ack_advances_under_heartbeats<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("hb", "1")).await.expect("put");
+    let e = Arc::clone(c.engine(l));
+    let first = wait_for("a first quorum ack", || async { e.last_quorum_ack() }).await;
+    let later = wait_for("a later quorum ack without writes", || async {
+        e.last_quorum_ack().filter(|t| *t > first)
+    })
+    .await;
+    assert!(later > first);
+    assert!(e.check_lease().is_ok(), "a renewed lease must be valid");
+    c.shutdown().await;
+}
+
+/// A single-voter cluster's leader is its own quorum and holds a lease
+/// (DESIGN §4.4).
+pub async fn single_voter_leader_has_a_lease<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 1).await;
+    let l = c.wait_leader().await;
+    c.engine(l).propose(put("solo", "1")).await.expect("put");
+    let e = Arc::clone(c.engine(l));
+    let grant = wait_for("the single voter's lease", || async {
+        e.check_lease().ok()
+    })
+    .await;
+    assert!(grant.applied_index >= 1);
+    c.shutdown().await;
+}
