@@ -26,7 +26,7 @@ fn run_time() -> Duration {
     let secs = std::env::var("RAFTENGINE_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4u64);
+        .unwrap_or(7u64);
     Duration::from_secs(secs)
 }
 
@@ -51,9 +51,28 @@ fn decode_value(raw: Option<Vec<u8>>) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the nemesis does to the cluster while clients run.
+#[derive(Debug, Clone, Copy)]
+enum Nemesis {
+    /// Cut the leader off from everyone, then heal.
+    IsolateLeader,
+    /// Hand leadership to another voter.
+    TransferLeadership,
+}
+
 /// Concurrent writers and readers on one register while a nemesis isolates
 /// the leader again and again: the history must be linearizable.
 pub async fn history_is_linearizable_under_leader_isolation<F: Factory>(factory: F) {
+    check_history(factory, Nemesis::IsolateLeader).await;
+}
+
+/// Concurrent writers and readers on one register while leadership is
+/// transferred again and again: the history must be linearizable.
+pub async fn history_is_linearizable_under_leadership_transfers<F: Factory>(factory: F) {
+    check_history(factory, Nemesis::TransferLeadership).await;
+}
+
+async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
     let c = Arc::new(Cluster::start(factory, 3).await);
     c.wait_leader().await;
     let history: Arc<Mutex<Vec<Recorded>>> = Arc::default();
@@ -65,33 +84,58 @@ pub async fn history_is_linearizable_under_leader_isolation<F: Factory>(factory:
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(700)).await;
                 let leader = (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader);
-                if let Some(l) = leader {
-                    tracing::info!(leader = l, "--- nemesis: isolate the leader");
-                    c.isolate(l);
-                    tokio::time::sleep(Duration::from_millis(900)).await;
-                    c.heal();
+                let Some(l) = leader else { continue };
+                match kind {
+                    Nemesis::IsolateLeader => {
+                        tracing::info!(leader = l, "--- nemesis: isolate the leader");
+                        c.isolate(l);
+                        // Longer than the election timeouts of both backends,
+                        // so a new leader emerges while the old one is cut off.
+                        tokio::time::sleep(Duration::from_millis(3000)).await;
+                        c.heal();
+                    }
+                    Nemesis::TransferLeadership => {
+                        tracing::info!(leader = l, "--- nemesis: transfer leadership");
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            c.engine(l)
+                                .transfer_leadership(raftengine::TransferTarget::Any),
+                        )
+                        .await;
+                    }
                 }
             }
         })
     };
 
     let mut clients = Vec::new();
-    for client in 0..4usize {
+    // Clients 0-3 alternate writes and reads; 4 and 5 only read, so they
+    // keep reading from whichever node they last found leading.
+    for client in 0..6usize {
         let c = c.clone();
         let history = history.clone();
         clients.push(tokio::spawn(async move {
             let mut seq = 0u64;
             let mut thread = client;
             let mut recorded = 0;
+            // Like a real client, keep using the node that last acted as
+            // leader until it fails, instead of asking every node each time:
+            // a stale leader then gets traffic and must refuse it.
+            let mut sticky: Option<usize> = None;
             while Instant::now() < deadline && recorded < OPS_PER_CLIENT {
                 seq += 1;
-                let Some(node) = (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader)
-                else {
+                // Spread each client's bounded history over the whole run,
+                // so every phase of the nemesis gets operations.
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                let found = sticky
+                    .or_else(|| (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader));
+                let Some(node) = found else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                sticky = Some(node);
                 let e = c.engine(node).clone();
-                let write = (seq + client as u64) % 2 == 0;
+                let write = client < 4 && (seq + client as u64) % 2 == 0;
                 let invoked = Instant::now();
                 if write {
                     let value = client as u64 * 1_000_000 + seq;
@@ -101,6 +145,9 @@ pub async fn history_is_linearizable_under_leader_isolation<F: Factory>(factory:
                         e.propose(put("reg", value.to_string())),
                     )
                     .await;
+                    if !matches!(outcome, Ok(Ok(_))) {
+                        sticky = None;
+                    }
                     let returned = match outcome {
                         Ok(Ok(_)) => Some(Some((Instant::now(), RegisterRet::WriteOk))),
                         // Never appended: the write did not happen.
@@ -124,6 +171,9 @@ pub async fn history_is_linearizable_under_leader_isolation<F: Factory>(factory:
                 } else {
                     let read =
                         tokio::time::timeout(Duration::from_secs(3), e.linearizable_read()).await;
+                    if !matches!(read, Ok(Ok(_))) {
+                        sticky = None;
+                    }
                     if let Ok(Ok(_)) = read {
                         let value = decode_value(c.nodes[node].kv.get(b"reg"));
                         history.lock().unwrap().push(Recorded {
