@@ -61,21 +61,6 @@ fn members_of<S>(cfg: &FactoryConfig<S>) -> Vec<Member> {
     members
 }
 
-fn check_collisions(members: &[Member]) -> Result<()> {
-    let mut seen: HashMap<u64, &str> = HashMap::new();
-    for m in members {
-        if let Some(other) = seen.insert(m.raft_id, &m.id) {
-            if other != m.id {
-                return Err(Error::InvalidConfig(format!(
-                    "node ids {other:?} and {:?} map to the same raft id; rename one",
-                    m.id
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Factory for EtcdFactory {
     fn engine_type(&self) -> &'static str {
@@ -89,7 +74,7 @@ impl Factory for EtcdFactory {
         config.validate()?;
         self.config.validate()?;
         let members = members_of(&config);
-        check_collisions(&members)?;
+        raftengine::backend::check_numeric_ids(members.iter().map(|m| m.id.as_str()))?;
         let local_raft_id = raft_id(&config.local_id);
 
         let data_dir = config.data_dir.clone();

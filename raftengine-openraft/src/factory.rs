@@ -1,13 +1,13 @@
 //! [`OpenraftFactory`]: opens the data dir, decides bootstrap / join /
 //! restart, starts openraft, the metrics watcher and the transport service.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use openraft::Raft;
-use raftengine::backend::{SnapshotDir, numeric_id};
+use raftengine::backend::{SnapshotDir, check_numeric_ids, numeric_id};
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 
 use crate::config::OpenraftConfig;
@@ -44,25 +44,6 @@ fn internal(message: &str, e: impl std::error::Error + Send + Sync + 'static) ->
     }
 }
 
-fn check_collisions<S>(cfg: &FactoryConfig<S>) -> Result<()> {
-    let mut seen: HashMap<u64, &str> = HashMap::new();
-    let ids = cfg
-        .peers
-        .iter()
-        .map(|p| p.id.as_str())
-        .chain([cfg.local_id.as_str()]);
-    for id in ids {
-        if let Some(other) = seen.insert(numeric_id(id), id) {
-            if other != id {
-                return Err(Error::InvalidConfig(format!(
-                    "node ids {other:?} and {id:?} map to the same numeric id; rename one"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Factory for OpenraftFactory {
     fn engine_type(&self) -> &'static str {
@@ -75,7 +56,13 @@ impl Factory for OpenraftFactory {
     ) -> Result<FactoryResult<S::Response>> {
         config.validate()?;
         self.config.validate()?;
-        check_collisions(&config)?;
+        check_numeric_ids(
+            config
+                .peers
+                .iter()
+                .map(|p| p.id.as_str())
+                .chain([config.local_id.as_str()]),
+        )?;
         let raft_config = Arc::new(self.config.to_openraft()?);
         let node_id = numeric_id(&config.local_id);
         let local_ip = if self.config.bind_outbound_to_local_ip {

@@ -5,6 +5,6 @@
 mod numeric_id;
 mod snapshot_dir;
 
-pub use numeric_id::numeric_id;
+pub use numeric_id::{check_numeric_ids, numeric_id};
 
 pub use snapshot_dir::{HEADER_LEN, SnapshotDir, verify};

@@ -25,6 +25,31 @@ pub fn numeric_id(id: &str) -> u64 {
     if h == 0 { 1 } else { h }
 }
 
+/// Checks that no two distinct ids in `ids` map to the same
+/// [`numeric_id`]; repeats of one id are fine.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming both ids.
+///
+/// ```
+/// use raftengine::backend::check_numeric_ids;
+/// assert!(check_numeric_ids(["n1", "n2", "n1"]).is_ok());
+/// ```
+pub fn check_numeric_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> crate::Result<()> {
+    let mut seen: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
+    for id in ids {
+        if let Some(other) = seen.insert(numeric_id(id), id) {
+            if other != id {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "node ids {other:?} and {id:?} map to the same numeric id; rename one"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
