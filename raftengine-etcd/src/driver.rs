@@ -262,11 +262,24 @@ impl<S: StateMachine> Driver<S> {
     /// Runs the loop until shutdown or a fatal error.
     pub(crate) fn run(mut self) {
         self.publish();
-        let reason = match self.run_rounds() {
-            Ok(()) => StopReason::Shutdown,
-            Err(e) => {
+        // raft-rs reports what it considers unrecoverable (a storage read
+        // failing, a broken invariant) by panicking. Callers must get a typed
+        // `Fatal` error then, not a hang; the node is not used again after.
+        let rounds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_rounds()));
+        let reason = match rounds {
+            Ok(Ok(())) => StopReason::Shutdown,
+            Ok(Err(e)) => {
                 tracing::error!(node = %self.local_id, error = %e, "raft loop stopped on a fatal error");
                 StopReason::Fatal(e.to_string())
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(node = %self.local_id, panic = what, "raft loop panicked; node stopped");
+                StopReason::Fatal(format!("raft loop panicked: {what}"))
             }
         };
         // Entries applied before the stop still answer their callers.

@@ -36,6 +36,8 @@ use raft_engine::{
 
 use raftengine::{Error, Result};
 
+use crate::watermark::{Mark, MarkFile};
+
 const GROUP: u64 = 1;
 const KEY_NODE: &[u8] = b"node";
 const KEY_HARD_STATE: &[u8] = b"hs";
@@ -90,6 +92,9 @@ pub(crate) struct RaftStorage {
     local_id: String,
     engine: Arc<LogEngine>,
     cached: Arc<Mutex<Cached>>,
+    /// See [`crate::watermark`]; only the Raft loop writes, so the lock is
+    /// never contended.
+    mark: Arc<Mutex<MarkFile>>,
 }
 
 impl std::fmt::Debug for RaftStorage {
@@ -200,6 +205,12 @@ impl RaftStorage {
         };
         let snapshot_out =
             (snapshot.index > 0).then(|| (snapshot.index, snapshot.term, snapshot_data.clone()));
+        let (mark_file, claim) = MarkFile::open(data_dir).map_err(|e| {
+            storage_err(
+                &format!("open the raft log mark in {}", data_dir.display()),
+                e,
+            )
+        })?;
         let storage = RaftStorage {
             snapshot_wanted: Arc::default(),
             local_id: local_id.to_owned(),
@@ -211,9 +222,10 @@ impl RaftStorage {
                 snapshot_data,
                 truncated,
             })),
+            mark: Arc::new(Mutex::new(mark_file)),
         };
-        if existed {
-            storage.check_consistency()?;
+        if existed || claim != Mark::default() {
+            storage.check_consistency(&claim)?;
         }
         Ok(Opened {
             storage,
@@ -229,20 +241,99 @@ impl RaftStorage {
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The hard state must not point past the log: that would mean the log
-    /// lost entries the node had acknowledged.
-    fn check_consistency(&self) -> Result<()> {
-        let commit = self.lock().hard_state.commit;
-        let last = self.last_index_raw();
-        if commit > last {
+    /// The hard state must not point past the log, and the log must hold at
+    /// least what the watermark says was durable: otherwise records the node
+    /// had acknowledged (entries, a vote) were lost to corruption.
+    fn check_consistency(&self, claim: &Mark) -> Result<()> {
+        let found = self.durable_mark();
+        let dir = self.engine.path().to_owned();
+        if found.commit > found.last {
             return Err(Error::Storage {
                 message: format!(
-                    "raft log is missing entries: commit index {commit} is past the last entry {last}"
+                    "raft log in {dir} is missing entries: commit index {} is past the last \
+                     entry {}",
+                    found.commit, found.last
                 ),
                 source: None,
             });
         }
+        claim.check(&found).map_err(|lost| Error::Storage {
+            message: format!("raft log in {dir} is corrupt: {lost}"),
+            source: None,
+        })?;
+        self.verify_entries()
+    }
+
+    /// Reads every live entry once. raft-engine checks an entry's checksum
+    /// only when it is read, and raft-rs treats a failed read as fatal (it
+    /// panics), so a damaged entry must be found here, as a typed error. The
+    /// log is bounded by compaction, so this reads at most a few thousand
+    /// entries, in chunks.
+    fn verify_entries(&self) -> Result<()> {
+        const CHUNK: u64 = 1024;
+        let (first, last) = (self.first_index_raw(), self.last_index_raw());
+        let mut low = first;
+        let mut buf = Vec::new();
+        while low <= last {
+            let high = (low + CHUNK).min(last + 1);
+            buf.clear();
+            self.engine
+                .fetch_entries_to::<EntryExt>(GROUP, low, high, None, &mut buf)
+                .map_err(|e| {
+                    storage_err(
+                        &format!(
+                            "raft log in {} is corrupt: entries {low}..{high} are unreadable",
+                            self.engine.path()
+                        ),
+                        e,
+                    )
+                })?;
+            let contiguous = buf.iter().zip(low..high).all(|(e, i)| e.index == i);
+            if buf.len() as u64 != high - low || !contiguous {
+                return Err(Error::Storage {
+                    message: format!(
+                        "raft log in {} is corrupt: entries {low}..{high} are not contiguous",
+                        self.engine.path()
+                    ),
+                    source: None,
+                });
+            }
+            low = high;
+        }
         Ok(())
+    }
+
+    fn durable_mark(&self) -> Mark {
+        let last = self.last_index_raw();
+        let c = self.lock();
+        Mark {
+            term: c.hard_state.term,
+            vote: c.hard_state.vote,
+            commit: c.hard_state.commit,
+            last,
+        }
+    }
+
+    fn marks(&self) -> MutexGuard<'_, MarkFile> {
+        // The mark file holds plain values; a panic elsewhere cannot leave it
+        // half-updated.
+        self.mark.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After an fsync everything written so far is durable: raise the mark.
+    fn after_sync(&self) {
+        let mark = self.durable_mark();
+        if let Err(e) = self.marks().store(mark) {
+            tracing::warn!(error = %e, "could not update the raft log mark");
+        }
+    }
+
+    /// Before a write that ends the log at `last`, lower the mark; if that
+    /// fails the write must not happen (the mark would then lead the log).
+    fn lower_mark(&self, last: u64) -> Result<()> {
+        self.marks()
+            .lower_last(last)
+            .map_err(|e| storage_err("lower the raft log mark", e))
     }
 
     /// Writes a brand-new node: its identity, the initial voters (empty for a
@@ -278,6 +369,7 @@ impl RaftStorage {
             .map_err(|e| storage_err("write initial state", e))?;
         write_synced(&data_dir.join(IDENTITY_FILE), local_id.as_bytes())?;
         self.lock().hard_state = hs;
+        self.after_sync();
         Ok(())
     }
 
@@ -291,6 +383,9 @@ impl RaftStorage {
     ) -> Result<()> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
+        }
+        if let Some(first) = entries.first() {
+            self.lower_mark(first.index.saturating_sub(1))?;
         }
         let mut batch = LogBatch::default();
         if !entries.is_empty() {
@@ -306,6 +401,9 @@ impl RaftStorage {
             .map_err(|e| storage_err("write raft log", e))?;
         if let Some(hs) = hard_state {
             self.lock().hard_state = hs.clone();
+        }
+        if sync {
+            self.after_sync();
         }
         Ok(())
     }
@@ -332,7 +430,9 @@ impl RaftStorage {
     pub(crate) fn sync(&self) -> Result<()> {
         self.engine
             .sync()
-            .map_err(|e| storage_err("sync raft log", e))
+            .map_err(|e| storage_err("sync raft log", e))?;
+        self.after_sync();
+        Ok(())
     }
 
     fn last_index_raw(&self) -> u64 {
@@ -352,9 +452,12 @@ impl RaftStorage {
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write snapshot metadata", e))?;
-        let mut c = self.lock();
-        c.snapshot = meta.clone();
-        c.snapshot_data = data.to_vec();
+        {
+            let mut c = self.lock();
+            c.snapshot = meta.clone();
+            c.snapshot_data = data.to_vec();
+        }
+        self.after_sync();
         Ok(())
     }
 
@@ -382,6 +485,7 @@ impl RaftStorage {
             .write(&mut batch, true)
             .map_err(|e| storage_err("write compaction", e))?;
         self.lock().truncated = (index, term);
+        self.after_sync();
         // Rewrites or deletes log files whose entries are all compacted.
         if let Err(e) = self.engine.purge_expired_files() {
             tracing::warn!(error = %e, "purging old raft log files failed");
@@ -397,6 +501,7 @@ impl RaftStorage {
         data: &[u8],
         hs: Option<&HardState>,
     ) -> Result<()> {
+        self.lower_mark(meta.index)?;
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Clean);
         put_raw(
@@ -427,6 +532,8 @@ impl RaftStorage {
         c.truncated = (meta.index, meta.term);
         c.conf_state = meta.get_conf_state().clone();
         c.hard_state = hard_state;
+        drop(c);
+        self.after_sync();
         Ok(())
     }
 }
@@ -671,6 +778,121 @@ mod tests {
             .unwrap();
         assert_eq!(es.len(), 3);
         assert_eq!(&es[0].data[..], b"e1");
+    }
+
+    fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("raft-log"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "raftlog"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// raft-engine preallocates: the data ends at the last non-zero byte.
+    fn data_end(file: &Path) -> u64 {
+        let bytes = std::fs::read(file).unwrap();
+        bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1
+    }
+
+    fn flip(file: &Path, at: u64) {
+        let mut bytes = std::fs::read(file).unwrap();
+        for b in &mut bytes[at as usize..at as usize + 8] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(file, &bytes).unwrap();
+    }
+
+    fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+        let mut hs = HardState::default();
+        hs.term = term;
+        hs.vote = vote;
+        hs.commit = commit;
+        hs
+    }
+
+    /// A node with entries 1..=20 and a vote, all synced; returns the dir.
+    fn written_log() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let o = RaftStorage::open(dir.path(), "n1").unwrap();
+        o.storage.initialize(dir.path(), "n1", &[], &[]).unwrap();
+        let entries: Vec<_> = (1..=20).map(|i| entry(i, 1)).collect();
+        o.storage
+            .persist(&entries, Some(&hard_state(1, 0, 10)), true)
+            .unwrap();
+        o.storage
+            .persist(&[], Some(&hard_state(2, 3, 10)), true)
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_torn_tail_loses_only_the_unfinished_write() {
+        let dir = written_log();
+        {
+            let o = RaftStorage::open(dir.path(), "n1").unwrap();
+            let more: Vec<_> = (21..=40).map(|i| entry(i, 2)).collect();
+            // Not synced: a crash may cut it, and nothing was acknowledged.
+            o.storage.persist(&more, None, false).unwrap();
+            assert_eq!(o.storage.last_index().unwrap(), 40);
+        }
+        let file = log_files(dir.path()).pop().unwrap();
+        let end = data_end(&file);
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.set_len(end - 40).unwrap();
+        drop(f);
+        let o = RaftStorage::open(dir.path(), "n1").expect("a torn tail is not an error");
+        let s = o.storage;
+        assert_eq!(s.last_index().unwrap(), 20, "the synced entries survive");
+        let st = s.initial_state().unwrap();
+        assert_eq!((st.hard_state.term, st.hard_state.vote), (2, 3));
+    }
+
+    #[test]
+    fn a_corrupt_last_record_is_not_mistaken_for_a_torn_tail() {
+        let dir = written_log();
+        // Damage the newest record (the vote for 3 in term 2): raft-engine
+        // alone drops it as a torn tail and the vote rolls back.
+        let file = log_files(dir.path()).pop().unwrap();
+        flip(&file, data_end(&file) - 12);
+        let err = RaftStorage::open(dir.path(), "n1").expect_err("lost vote must be noticed");
+        assert!(matches!(err, Error::Storage { .. }), "{err}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_a_clear_error() {
+        let dir = written_log();
+        let file = log_files(dir.path()).pop().unwrap();
+        flip(&file, data_end(&file) / 2);
+        let err = RaftStorage::open(dir.path(), "n1").expect_err("corruption must not open");
+        assert!(matches!(err, Error::Storage { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_replaced_tail_and_an_installed_snapshot_lower_the_mark() {
+        let dir = written_log();
+        {
+            let o = RaftStorage::open(dir.path(), "n1").unwrap();
+            // A new leader replaces 15.. with a shorter tail.
+            o.storage
+                .persist(&[entry(15, 2), entry(16, 2)], None, true)
+                .unwrap();
+        }
+        {
+            let o = RaftStorage::open(dir.path(), "n1").expect("a replaced tail is not a loss");
+            assert_eq!(o.storage.last_index().unwrap(), 16);
+            let mut meta = SnapshotMetadata::default();
+            meta.index = 12;
+            meta.term = 1;
+            o.storage.install_snapshot(&meta, b"", None).unwrap();
+            assert_eq!(o.storage.last_index().unwrap(), 12);
+        }
+        let o = RaftStorage::open(dir.path(), "n1").expect("an installed snapshot is not a loss");
+        assert_eq!(o.storage.first_index().unwrap(), 13);
+        assert_eq!(o.storage.last_index().unwrap(), 12);
     }
 
     #[test]
