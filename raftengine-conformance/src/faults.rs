@@ -130,7 +130,10 @@ impl Network {
             .unwrap_or_default()
     }
 
-    pub(crate) fn set_backend(&self, node: usize, addr: SocketAddr) {
+    /// Tells the proxy of `node` where that node really listens. The
+    /// harness does this for every node it starts; a backend author testing
+    /// a transport alone uses it to put a proxy in front of one server.
+    pub fn set_backend(&self, node: usize, addr: SocketAddr) {
         self.lock().backends.insert(node, addr);
     }
 

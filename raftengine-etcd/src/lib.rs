@@ -39,20 +39,23 @@
 //!   `advance_apply` each round). Many queued proposals share one Ready and
 //!   therefore one fsync.
 //! * Storage: entries and hard state go to `raft-engine` in one atomic batch
-//!   per Ready, fsynced when raft-rs says so.
+//!   per Ready, fsynced when raft-rs says so; state-machine snapshots are
+//!   checksummed files, and the log is compacted behind them.
 //! * Transport: per peer a control lane (heartbeats, votes, responses,
-//!   ReadIndex) and a bulk lane (appends), each with its own connection,
-//!   bounded queue and per-call deadline; many messages per call.
+//!   ReadIndex) and a bulk lane (appends), each a long-lived gRPC stream on
+//!   its own connection with a bounded queue, many messages per batch and a
+//!   deadline on every batch's acknowledgement. Snapshots are streamed in
+//!   chunks on a third connection.
 //! * Reads use ReadIndex (`Safe`) with unique contexts, batched: all reads
 //!   queued in a round share one heartbeat round. The same rounds, repeated
 //!   every heartbeat interval, renew the lease: `last_quorum_ack` is the send
 //!   time of the newest round a quorum answered in the current term.
+//! * Storage: a watermark beside the log (`raft-log-mark`) tells a
+//!   corrupt record from a torn tail, so corruption is a typed
+//!   [`raftengine::Error::Storage`] at start, never a silent rollback.
 //!
-//! ## Current limits (tracked in issue #3)
-//!
-//! * No snapshots or log compaction yet: the log grows without bound and a
-//!   restart replays it from the first entry into the fresh state machine.
-//! * The state machine is applied on the loop thread.
+//! The state machine is applied on the loop thread; a slow `apply` delays
+//! the node's heartbeats (see `docs/backends/etcd.md`).
 
 // rust-protobuf messages are built by setting fields on a default value.
 #![allow(clippy::field_reassign_with_default)]

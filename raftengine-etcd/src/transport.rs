@@ -19,6 +19,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -32,7 +33,8 @@ pub(crate) mod pb {
 
 use pb::raft_transport_client::RaftTransportClient;
 use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
-use pb::{MessageBatch, SendReply, SnapshotChunk, SnapshotHeader};
+use pb::{BatchAck, MessageBatch, SendReply, SnapshotChunk, SnapshotHeader};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// Most messages one lane packs into one call.
 const MAX_BATCH_MESSAGES: usize = 512;
@@ -40,6 +42,11 @@ const MAX_BATCH_MESSAGES: usize = 512;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Queue depth per lane.
 const LANE_QUEUE: usize = 4096;
+/// Batches a lane may have sent but not yet seen acknowledged; beyond this
+/// the lane stops taking messages (its queue fills, then drops).
+const MAX_IN_FLIGHT: usize = 64;
+/// Acknowledgements a receiver buffers for a slow reader.
+const ACK_QUEUE: usize = 64;
 /// Largest frame accepted from a peer.
 pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes per snapshot chunk.
@@ -85,10 +92,10 @@ impl<R: Send + 'static> Inbound<R> {
     }
 }
 
-#[tonic::async_trait]
-impl<R: Send + 'static> RaftTransport for Inbound<R> {
-    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
-        let batch = request.into_inner();
+impl<R: Send + 'static> Inbound<R> {
+    /// Checks one batch and hands it to the Raft loop. Nothing of a batch
+    /// with one bad message reaches the loop.
+    async fn accept(&self, batch: MessageBatch) -> Result<(), Status> {
         if batch.from_id.is_empty() {
             return Err(Status::invalid_argument("batch without a sender id"));
         }
@@ -115,7 +122,7 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
             messages,
         };
         match self.events.send_timeout(event, self.enqueue_timeout).await {
-            Ok(()) => Ok(Response::new(SendReply {})),
+            Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 Err(Status::resource_exhausted("raft loop is overloaded"))
             }
@@ -123,6 +130,56 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
                 Err(Status::unavailable("raft engine is shut down"))
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Send + 'static> RaftTransport for Inbound<R> {
+    type StreamStream = ReceiverStream<Result<BatchAck, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<MessageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut batches = request.into_inner();
+        let (acks, rx) = mpsc::channel(ACK_QUEUE);
+        let inbound = self.clone();
+        // One task per open stream (one per peer lane); it ends when the
+        // sender closes the stream, sends something bad, or stops reading
+        // acknowledgements.
+        tokio::spawn(async move {
+            loop {
+                // A stream never ends by itself; it must end when the engine
+                // stops, or a graceful server shutdown would wait for it.
+                let next = tokio::select! {
+                    next = batches.message() => next,
+                    () = inbound.events.closed() => {
+                        let _ = acks.send(Err(Status::unavailable("raft engine is shut down"))).await;
+                        return;
+                    }
+                };
+                let batch = match next {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = acks.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let seq = batch.seq;
+                let reply = inbound.accept(batch).await.map(|()| BatchAck { seq });
+                let refused = reply.is_err();
+                if acks.send(reply).await.is_err() || refused {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
+        self.accept(request.into_inner()).await?;
+        Ok(Response::new(SendReply {}))
     }
 
     async fn install_snapshot(
@@ -370,15 +427,15 @@ impl Outbound {
             let client = RaftTransportClient::new(channel)
                 .max_decoding_message_size(MAX_FRAME_BYTES)
                 .max_encoding_message_size(MAX_FRAME_BYTES);
-            let task = self.runtime.spawn(run_lane(
+            let ctx = LaneContext {
                 to,
                 client,
-                rx,
-                self.local_id.clone(),
-                self.local_address.clone(),
-                self.rpc_timeout,
-                self.failures.clone(),
-            ));
+                from_id: self.local_id.clone(),
+                from_address: self.local_address.clone(),
+                rpc_timeout: self.rpc_timeout,
+                failures: self.failures.clone(),
+            };
+            let task = self.runtime.spawn(run_lane(ctx, rx));
             Lane { queue, task }
         };
         Some(Peer {
@@ -391,61 +448,168 @@ impl Outbound {
     }
 }
 
-async fn run_lane(
+/// One lane's long-lived stream to its peer.
+struct LaneStream {
+    batches: mpsc::Sender<MessageBatch>,
+    acks: tonic::Streaming<BatchAck>,
+    /// Sent batches awaiting their ack: (seq, when sent).
+    in_flight: std::collections::VecDeque<(u64, Instant)>,
+}
+
+/// What the lane task needs to talk to one peer.
+struct LaneContext {
     to: u64,
-    mut client: RaftTransportClient<Channel>,
-    mut rx: mpsc::Receiver<Message>,
+    client: RaftTransportClient<Channel>,
     from_id: String,
     from_address: String,
     rpc_timeout: Duration,
     failures: mpsc::Sender<SendFailure>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let mut bytes = 0usize;
-        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(m) => {
-                    bytes += m.compute_size() as usize;
-                    batch.push(m);
-                }
-                Err(_) => break,
+}
+
+impl LaneContext {
+    /// Opens the stream; bounded by the call deadline.
+    async fn open(&mut self) -> Option<LaneStream> {
+        let (batches, rx) = mpsc::channel(MAX_IN_FLIGHT);
+        let call = self.client.stream(ReceiverStream::new(rx));
+        match tokio::time::timeout(self.rpc_timeout, call).await {
+            Ok(Ok(response)) => {
+                tracing::debug!(to = self.to, "raft stream opened");
+                Some(LaneStream {
+                    batches,
+                    acks: response.into_inner(),
+                    in_flight: std::collections::VecDeque::new(),
+                })
             }
-        }
-        let has_snapshot = batch
-            .iter()
-            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
-        let mut encoded = Vec::with_capacity(batch.len());
-        for m in &batch {
-            match m.write_to_bytes() {
-                Ok(b) => encoded.push(Bytes::from(b)),
-                Err(e) => tracing::error!(to, error = %e, "cannot encode raft message; dropped"),
-            }
-        }
-        let mut request = Request::new(MessageBatch {
-            from_id: from_id.clone(),
-            from_address: from_address.clone(),
-            messages: encoded,
-        });
-        request.set_timeout(rpc_timeout);
-        let result = tokio::time::timeout(rpc_timeout, client.send(request)).await;
-        let failed = match result {
-            Ok(Ok(_)) => false,
             Ok(Err(status)) => {
-                tracing::debug!(to, code = ?status.code(), message = status.message(), "raft send failed");
-                true
+                tracing::debug!(to = self.to, code = ?status.code(), message = status.message(), "raft stream refused");
+                None
             }
             Err(_) => {
-                tracing::debug!(to, "raft send timed out");
-                true
-            }
-        };
-        if failed {
-            let _ = failures.try_send(SendFailure::Unreachable(to));
-            if has_snapshot {
-                let _ = failures.try_send(SendFailure::Snapshot(to));
+                tracing::debug!(to = self.to, "opening raft stream timed out");
+                None
             }
         }
+    }
+
+    /// Raft retransmits what was lost; telling raft-rs makes the leader probe
+    /// the follower instead of streaming appends into the void.
+    fn unreachable(&self) {
+        let _ = self.failures.try_send(SendFailure::Unreachable(self.to));
+    }
+
+    fn batch(&self, messages: Vec<Message>, seq: u64) -> MessageBatch {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for m in &messages {
+            match m.write_to_bytes() {
+                Ok(b) => encoded.push(Bytes::from(b)),
+                Err(e) => {
+                    tracing::error!(to = self.to, error = %e, "cannot encode raft message; dropped")
+                }
+            }
+        }
+        MessageBatch {
+            from_id: self.from_id.clone(),
+            from_address: self.from_address.clone(),
+            messages: encoded,
+            seq,
+        }
+    }
+}
+
+/// Takes what is queued behind `first`, up to the batch limits.
+fn drain_batch(first: Message, rx: &mut mpsc::Receiver<Message>) -> Vec<Message> {
+    let mut bytes = first.compute_size() as usize;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(m) => {
+                bytes += m.compute_size() as usize;
+                batch.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// The lane task: drains its queue into batches on one long-lived stream,
+/// up to [`MAX_IN_FLIGHT`] batches ahead of the acknowledgements. Each batch
+/// must be acknowledged within `rpc_timeout` of being sent; a late ack, an
+/// error or a closed stream drops the stream (reopened for the next batch)
+/// and reports the peer unreachable.
+async fn run_lane(mut ctx: LaneContext, mut rx: mpsc::Receiver<Message>) {
+    let mut stream: Option<LaneStream> = None;
+    let mut seq = 0u64;
+    loop {
+        let deadline = stream
+            .as_ref()
+            .and_then(|s| s.in_flight.front())
+            .map(|(_, sent)| *sent + ctx.rpc_timeout);
+        let has_room = stream
+            .as_ref()
+            .is_none_or(|s| s.in_flight.len() < MAX_IN_FLIGHT);
+        tokio::select! {
+            next = rx.recv(), if has_room => {
+                let Some(first) = next else { return };
+                let messages = drain_batch(first, &mut rx);
+                if stream.is_none() {
+                    stream = ctx.open().await;
+                }
+                let Some(s) = stream.as_mut() else {
+                    ctx.unreachable();
+                    continue;
+                };
+                seq += 1;
+                let batch = ctx.batch(messages, seq);
+                // The channel holds at most MAX_IN_FLIGHT batches and we
+                // never have more than that unacknowledged, so this cannot
+                // wait; a closed channel means the call ended.
+                if s.batches.try_send(batch).is_err() {
+                    stream = None;
+                    ctx.unreachable();
+                    continue;
+                }
+                s.in_flight.push_back((seq, Instant::now()));
+            }
+            ack = async {
+                match stream.as_mut() {
+                    Some(s) => s.acks.message().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match ack {
+                    Ok(Some(BatchAck { seq: acked })) => {
+                        if let Some(s) = stream.as_mut() {
+                            while s.in_flight.front().is_some_and(|(q, _)| *q <= acked) {
+                                s.in_flight.pop_front();
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::debug!(to = ctx.to, "raft stream closed by the peer");
+                        stream = None;
+                        ctx.unreachable();
+                    }
+                    Err(status) => {
+                        tracing::debug!(to = ctx.to, code = ?status.code(), message = status.message(), "raft stream failed");
+                        stream = None;
+                        ctx.unreachable();
+                    }
+                }
+            }
+            () = sleep_until_or_never(deadline) => {
+                tracing::debug!(to = ctx.to, "raft stream ack overdue; reconnecting");
+                stream = None;
+                ctx.unreachable();
+            }
+        }
+    }
+}
+
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -560,6 +724,7 @@ async fn stream_snapshot(
         from_id,
         from_address,
         messages: vec![Bytes::from(raw)],
+        seq: 0,
     });
     request.set_timeout(rpc_timeout);
     let mut client = RaftTransportClient::new(channel);
@@ -587,6 +752,7 @@ mod tests {
             from_id: "n2".into(),
             from_address: "127.0.0.1:1".into(),
             messages: vec![Bytes::from_static(b"\xff\xff\xff\xff\xff not protobuf")],
+            seq: 0,
         };
         let err = inbound.send(Request::new(garbage)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -595,6 +761,7 @@ mod tests {
             from_id: String::new(),
             from_address: String::new(),
             messages: vec![],
+            seq: 0,
         };
         let err = inbound.send(Request::new(anonymous)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -606,9 +773,177 @@ mod tests {
             from_id: "n2".into(),
             from_address: "127.0.0.1:1".into(),
             messages: vec![Bytes::from(snap.write_to_bytes().unwrap())],
+            seq: 0,
         };
         let err = inbound.send(Request::new(batch)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(rx.try_recv().is_err(), "nothing reached the raft loop");
+    }
+
+    fn heartbeat(to: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.to = to;
+        m.from = 2;
+        m
+    }
+
+    /// A real server on a loopback port around an `Inbound`.
+    async fn serve(
+        dir: &std::path::Path,
+    ) -> (
+        String,
+        mpsc::Receiver<Event<()>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::channel::<Event<()>>(64);
+        let inbound = Inbound::new(tx, Duration::from_secs(1), SnapshotDir::new(dir).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(inbound.into_service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        (address, rx, server)
+    }
+
+    async fn next_inbound(rx: &mut mpsc::Receiver<Event<()>>) -> Vec<Message> {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Event::Inbound { messages, .. })) => messages,
+            Ok(Some(_)) => panic!("unexpected event"),
+            Ok(None) | Err(_) => panic!("no inbound batch"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_acknowledges_batches_and_ends_on_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (address, mut rx, _server) = serve(dir.path()).await;
+        let mut client = RaftTransportClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let (batches, brx) = mpsc::channel(4);
+        let mut acks = client
+            .stream(ReceiverStream::new(brx))
+            .await
+            .unwrap()
+            .into_inner();
+        let good = |seq| MessageBatch {
+            from_id: "n2".into(),
+            from_address: "127.0.0.1:1".into(),
+            messages: vec![Bytes::from(heartbeat(1).write_to_bytes().unwrap())],
+            seq,
+        };
+        batches.send(good(1)).await.unwrap();
+        batches.send(good(2)).await.unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().seq, 1);
+        assert_eq!(acks.message().await.unwrap().unwrap().seq, 2);
+        assert_eq!(next_inbound(&mut rx).await.len(), 1);
+        assert_eq!(next_inbound(&mut rx).await.len(), 1);
+
+        batches
+            .send(MessageBatch {
+                messages: vec![Bytes::from_static(b"\x0a\xff garbage")],
+                ..good(3)
+            })
+            .await
+            .unwrap();
+        let err = acks.message().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            rx.try_recv().is_err(),
+            "the bad batch never reached the loop"
+        );
+        // The server survives and serves a new stream.
+        let (batches, brx) = mpsc::channel(4);
+        let mut acks = client
+            .stream(ReceiverStream::new(brx))
+            .await
+            .unwrap()
+            .into_inner();
+        batches.send(good(1)).await.unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().seq, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lane_delivers_in_order_and_recovers_from_cut_and_blackholed_links() {
+        use raftengine_conformance::{Link, Network, Proxy, node_ip};
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, mut rx, _server) = serve(dir.path()).await;
+        let network = Network::default();
+        network.set_backend(1, backend.parse().unwrap());
+        let proxy = Proxy::start(network.clone(), 1).await.unwrap();
+        let address = proxy.address.to_string();
+        let (failures, mut failed) = mpsc::channel(64);
+        let outbound = Outbound::new(
+            SnapshotDir::new(dir.path()).unwrap(),
+            Some(node_ip(0)),
+            "n2".into(),
+            node_ip(0).to_string(),
+            Duration::from_millis(500),
+            Handle::current(),
+            failures,
+        );
+        let send = |commit: u64| {
+            let mut m = heartbeat(1);
+            m.commit = commit;
+            outbound.send(m, &address);
+        };
+        for commit in 1..=100u64 {
+            send(commit);
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            seen.extend(next_inbound(&mut rx).await.iter().map(|m| m.commit));
+        }
+        assert_eq!(
+            seen,
+            (1..=100).collect::<Vec<_>>(),
+            "one stream keeps order"
+        );
+
+        for fault in [Link::Cut, Link::Blackhole] {
+            network.set(0, 1, fault);
+            // Sends on a dead link are reported unreachable within the
+            // deadline, never hung.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut reported = false;
+            while !reported {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{fault:?}: no report"
+                );
+                send(0);
+                if let Ok(Some(SendFailure::Unreachable(1))) =
+                    tokio::time::timeout(Duration::from_millis(100), failed.recv()).await
+                {
+                    reported = true;
+                }
+            }
+            network.heal_all();
+            while failed.try_recv().is_ok() {}
+            // The lane reconnects by itself once the link is back.
+            let marker = 1000 + seen.len() as u64;
+            seen.push(marker);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            'delivered: loop {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{fault:?}: never reconnected"
+                );
+                send(marker);
+                while let Ok(Some(Event::Inbound { messages, .. })) =
+                    tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                {
+                    if messages.iter().any(|m| m.commit == marker) {
+                        break 'delivered;
+                    }
+                }
+            }
+        }
+        outbound.close();
     }
 }
