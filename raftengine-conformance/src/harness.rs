@@ -80,6 +80,9 @@ pub struct Node {
     pub dir: PathBuf,
     /// The state of its current state machine.
     pub kv: KvHandle,
+    /// The `join_as_learner` flag it was started with (kept on restart, as
+    /// an operator's command line would).
+    join_as_learner: bool,
     engine: Option<KvEngine>,
     server: Option<TransportServer>,
 }
@@ -201,6 +204,7 @@ impl<F: Factory> Cluster<F> {
             _proxy: slot.proxy,
             dir,
             kv,
+            join_as_learner,
             engine: Some(created.engine),
             server: Some(server),
         })
@@ -307,9 +311,12 @@ impl<F: Factory> Cluster<F> {
     pub async fn restart(&mut self, i: usize) -> raftengine::Result<()> {
         self.stop(i).await;
         let id = self.nodes[i].id.clone();
+        let join_as_learner = self.nodes[i].join_as_learner;
         let slot = self.slot_again(i).await;
         let peers = self.peers();
-        let node = self.launch(id, slot, peers, true, false).await?;
+        let node = self
+            .launch(id, slot, peers, !join_as_learner, join_as_learner)
+            .await?;
         self.nodes[i] = node;
         Ok(())
     }

@@ -123,6 +123,8 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) local_id: String,
     pub(crate) local_raft_id: u64,
     pub(crate) join_as_learner: bool,
+    /// The join-as-learner alarm (`Status::join_role_violation`).
+    pub(crate) join_role_violation: bool,
     /// Every node we know an address for: members and recent senders.
     pub(crate) addresses: HashMap<u64, Member>,
     /// The latest applied membership and the index of its entry.
@@ -228,6 +230,7 @@ impl<S: StateMachine> Driver<S> {
             local_raft_id,
             local_id,
             join_as_learner,
+            join_role_violation: false,
             addresses,
             conf_state,
             conf_index: base.conf_index,
@@ -261,6 +264,8 @@ impl<S: StateMachine> Driver<S> {
 
     /// Runs the loop until shutdown or a fatal error.
     pub(crate) fn run(mut self) {
+        // A restarted node may already hold a voter role it was not meant to.
+        self.check_join_role();
         self.publish();
         // raft-rs reports what it considers unrecoverable (a storage read
         // failing, a broken invariant) by panicking. Callers must get a typed
@@ -955,13 +960,7 @@ impl<S: StateMachine> Driver<S> {
         }
         self.conf_state = cs;
         self.conf_index = entry.index;
-        if self.join_as_learner && self.conf_state.voters.contains(&self.local_raft_id) {
-            tracing::error!(
-                node = %self.local_id,
-                index = entry.index,
-                "node was started with join_as_learner but a membership change made it a voter"
-            );
-        }
+        self.check_join_role();
         if let Some((t, reply)) = self.conf_waiters.remove(&entry.index) {
             if t == entry.term {
                 let index = entry.index;
@@ -1142,12 +1141,27 @@ impl<S: StateMachine> Driver<S> {
         }
         self.conf_state = meta.get_conf_state().clone();
         self.conf_index = conf_index;
+        self.check_join_role();
         self.applied_term = meta.term;
         self.last_snapshot_index = meta.index;
         self.next_snapshot_at = meta.index + self.cfg.snapshot_interval;
         self.snapshots.purge_except(meta.index, meta.term);
         tracing::info!(node = %self.local_id, index = meta.index, "installed snapshot from the leader");
         Ok(())
+    }
+
+    /// Raises (and logs, on the edge) or clears the join-as-learner alarm.
+    fn check_join_role(&mut self) {
+        let violation =
+            self.join_as_learner && self.conf_state.voters.contains(&self.local_raft_id);
+        if violation && !self.join_role_violation {
+            tracing::error!(
+                node = %self.local_id,
+                index = self.conf_index,
+                "node was started with join_as_learner but the configuration lists it as a voter"
+            );
+        }
+        self.join_role_violation = violation;
     }
 
     fn configuration(&self) -> Configuration {
@@ -1219,6 +1233,7 @@ impl<S: StateMachine> Driver<S> {
         });
         status.configuration_index = self.conf_index;
         status.pending_conf_change = raft.has_pending_conf() || !self.conf_waiters.is_empty();
+        status.join_role_violation = self.join_role_violation;
         let lease = LeaseBasis {
             state,
             term: raft.term,

@@ -56,6 +56,8 @@ pub(crate) struct Watched {
     pub(crate) transferring: Mutex<Option<String>>,
     /// Set once `wait_for_recovery` finished after a restart.
     pub(crate) recovered: AtomicBool,
+    /// The join-as-learner alarm (`Status::join_role_violation`).
+    pub(crate) join_role_violation: AtomicBool,
 }
 
 impl Watched {
@@ -67,6 +69,7 @@ impl Watched {
             stop: watch::channel(None).0,
             transferring: Mutex::new(None),
             recovered: AtomicBool::new(false),
+            join_role_violation: AtomicBool::new(false),
         }
     }
 
@@ -766,6 +769,7 @@ impl<S: StateMachine> StatusReader for OpenraftEngine<S> {
         st.lead_transferee = self.watched.transferee();
         st.configuration_index = s.membership.log_id().map_or(0, |l| l.index);
         st.pending_conf_change = !s.membership_committed;
+        st.join_role_violation = self.watched.join_role_violation.load(Ordering::Relaxed);
         st
     }
 }
@@ -901,7 +905,6 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
 ) {
     let mut rx = raft.metrics();
     let mut leading = false;
-    let mut warned = false;
     loop {
         let s = sample(&raft, node_id, lease, &contact);
         if let Some(reason) = s.fatal {
@@ -939,12 +942,14 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
                 watched.loss.fire();
             }
         }
-        if join_as_learner && !warned && s.membership.voter_ids().any(|v| v == node_id) {
-            warned = true;
-            tracing::warn!(
+        let violation = join_as_learner && s.membership.voter_ids().any(|v| v == node_id);
+        if violation && !watched.join_role_violation.swap(true, Ordering::Relaxed) {
+            tracing::error!(
                 node = node_id,
-                "node was started with join_as_learner but a membership change made it a voter"
+                "node was started with join_as_learner but the configuration lists it as a voter"
             );
+        } else if !violation {
+            watched.join_role_violation.store(false, Ordering::Relaxed);
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },

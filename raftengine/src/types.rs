@@ -198,6 +198,13 @@ pub struct Status {
     pub configuration_index: Index,
     /// True while a membership change is proposed but not yet applied.
     pub pending_conf_change: bool,
+    /// The join-as-learner alarm: true while this node, started with
+    /// [`FactoryConfig::join_as_learner`](crate::FactoryConfig::join_as_learner),
+    /// is listed as a *voter* by the configuration it knows. The node keeps
+    /// running (a voter must not veto its own promotion); the backend also
+    /// logs an error on the edge. Operators alert on it: someone added a
+    /// node meant to catch up first straight into the quorum.
+    pub join_role_violation: bool,
 }
 
 impl Status {
@@ -217,6 +224,7 @@ impl Status {
             lead_transferee: None,
             configuration_index: 0,
             pending_conf_change: false,
+            join_role_violation: false,
         }
     }
 }

@@ -366,3 +366,36 @@ pub async fn transfer_to_any_voter<F: Factory>(factory: F) {
     .await;
     c.shutdown().await;
 }
+
+/// The join-as-learner alarm: a node started with `join_as_learner` and
+/// added as a voter raises `Status::join_role_violation` and keeps working
+/// (and keeps it across a restart); one added as a learner does not.
+pub async fn join_as_learner_alarm_fires_when_added_as_voter<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 1).await;
+    let l = c.wait_leader().await;
+    let (ok, _) = c.add_learner_node(l, "n2").await;
+    let bad = c.spawn_joiner("n3", true).await;
+    let address = c.nodes[bad].address.clone();
+    c.engine(l)
+        .add_voter("n3", &address, None)
+        .await
+        .expect("add voter");
+    wait_for("the join-as-learner alarm on n3", || async {
+        c.engine(bad).status().join_role_violation.then_some(())
+    })
+    .await;
+    assert!(
+        !c.engine(ok).status().join_role_violation,
+        "a node added as a learner raised the alarm"
+    );
+    assert!(!c.engine(l).status().join_role_violation);
+    // The alarm does not stop the node: it takes part in commits.
+    let w = c.engine(l).propose(put("alarm", "1")).await.expect("put");
+    c.wait_applied(bad, w.commit_index).await;
+    c.restart(bad).await.expect("restart");
+    wait_for("the alarm after a restart", || async {
+        c.engine(bad).status().join_role_violation.then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}

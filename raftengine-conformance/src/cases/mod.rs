@@ -7,8 +7,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod basics;
+pub mod callbacks;
 pub mod elections;
 pub mod hostile;
+pub mod lease;
 pub mod linearizability;
 pub mod membership;
 pub mod partitions;
