@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             hostile::garbage_on_the_transport_port_is_harmless,
             hostile::invalid_factory_configs_are_refused,
             hostile::corrupt_snapshot_file_is_an_error_at_start,
+            hostile::truncated_data_files_are_an_error_or_recovered,
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -199,7 +199,16 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
         }
         let final_path = self.snapshots.path(header.index, header.term);
         if final_path.exists() {
-            return Ok(Response::new(SendReply {}));
+            // Published files were verified once, but the disk may have
+            // damaged them since; a bad one is replaced by this transfer.
+            let path = final_path.clone();
+            let valid =
+                tokio::task::spawn_blocking(move || raftengine::backend::verify(&path)).await;
+            if matches!(valid, Ok(Ok(_))) {
+                return Ok(Response::new(SendReply {}));
+            }
+            tracing::warn!(path = %final_path.display(), "local copy of the snapshot is damaged; receiving it again");
+            let _ = tokio::fs::remove_file(&final_path).await;
         }
         let tmp = self
             .snapshots
@@ -945,5 +954,49 @@ mod tests {
             }
         }
         outbound.close();
+    }
+
+    struct Bytes9(Vec<u8>);
+
+    impl raftengine::Snapshot for Bytes9 {
+        fn write_to(&mut self, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+            w.write_all(&self.0)?;
+            Ok(self.0.len() as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_local_copy_of_a_snapshot_is_received_again() {
+        // The sender's copy of snapshot 9/2.
+        let sender = tempfile::tempdir().unwrap();
+        let theirs = SnapshotDir::new(sender.path()).unwrap();
+        theirs.write(9, 2, &mut Bytes9(vec![7u8; 5000])).unwrap();
+        let good = std::fs::read(theirs.path(9, 2)).unwrap();
+        // The receiver holds the same file, damaged by its disk.
+        let dir = tempfile::tempdir().unwrap();
+        let ours = SnapshotDir::new(dir.path()).unwrap();
+        std::fs::write(ours.path(9, 2), &good[..good.len() / 2]).unwrap();
+        assert!(raftengine::backend::verify(&ours.path(9, 2)).is_err());
+
+        let (address, _rx, _server) = serve(dir.path()).await;
+        let mut client = RaftTransportClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let header = SnapshotHeader {
+            from_id: "n2".into(),
+            index: 9,
+            term: 2,
+            size: good.len() as u64,
+        };
+        let chunks = vec![SnapshotChunk {
+            header: Some(header),
+            data: Bytes::from(good.clone()),
+        }];
+        client
+            .install_snapshot(tokio_stream::iter(chunks))
+            .await
+            .expect("the damaged copy is replaced, not trusted");
+        assert_eq!(std::fs::read(ours.path(9, 2)).unwrap(), good);
+        assert!(raftengine::backend::verify(&ours.path(9, 2)).is_ok());
     }
 }

@@ -108,7 +108,21 @@ impl MarkFile {
     pub(crate) fn open(data_dir: &Path) -> io::Result<(MarkFile, Mark)> {
         let path = data_dir.join(MARK_FILE);
         let claim = match std::fs::read(&path) {
-            Ok(b) => Mark::decode(&b).unwrap_or_default(),
+            // Created but never written (a crash right after creation).
+            Ok(b) if b.is_empty() => Mark::default(),
+            // Written in place with one 32-byte write: it cannot be shorter
+            // or longer unless the disk damaged it.
+            Ok(b) => Mark::decode(&b).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is {} bytes, not {LEN}: damaged; if the raft log is known to be \
+                         intact, delete it to start without the check",
+                        path.display(),
+                        b.len()
+                    ),
+                )
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Mark::default(),
             Err(e) => return Err(e),
         };
@@ -183,8 +197,11 @@ mod tests {
         assert!(m.check(&Mark { vote: 0, ..m }).is_err());
         assert!(m.check(&Mark { commit: 9, ..m }).is_err());
         assert!(m.check(&Mark { last: 11, ..m }).is_err());
-        // A cut file claims nothing.
-        std::fs::write(dir.path().join(MARK_FILE), [1u8; 7]).unwrap();
+        // An empty file (crash right after creation) claims nothing; a
+        // file of another length is damage, not silence.
+        std::fs::write(dir.path().join(MARK_FILE), []).unwrap();
         assert_eq!(MarkFile::open(dir.path()).unwrap().1, Mark::default());
+        std::fs::write(dir.path().join(MARK_FILE), [1u8; 7]).unwrap();
+        assert!(MarkFile::open(dir.path()).is_err());
     }
 }

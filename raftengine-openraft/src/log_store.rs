@@ -115,8 +115,18 @@ impl Mark {
                     vote_term: word(8),
                 })
             }
-            // A mark cut by a crash while being written carries no claim.
-            Ok(_) => Ok(Mark::default()),
+            // Created but never written (a crash right after creation).
+            Ok(b) if b.is_empty() => Ok(Mark::default()),
+            // Always written in place as 16 bytes: another length is damage.
+            Ok(b) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is {} bytes, not 16: damaged (corruption); if the raft log is \
+                     known to be intact, delete it to start without the check",
+                    data_dir.join(MARK_FILE).display(),
+                    b.len()
+                ),
+            )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Mark::default()),
             Err(e) => Err(e),
         }
