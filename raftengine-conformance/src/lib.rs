@@ -12,8 +12,8 @@
 //!
 //! ## Adopting the suite
 //!
-//! In the backend crate, add this crate and `tokio` (features `macros`,
-//! `rt-multi-thread`) as dev-dependencies, then write
+//! In the backend crate, add this crate, `rstest` and `tokio` (features
+//! `macros`, `rt-multi-thread`) as dev-dependencies, then write
 //! `tests/conformance.rs`:
 //!
 //! ```text
@@ -21,7 +21,10 @@
 //! ```
 //!
 //! The macro expands to one `#[tokio::test]` per case, named after it, each
-//! calling the case with a fresh factory built from the expression.
+//! calling the case with a fresh factory built from the expression. Cases
+//! that take a parameter (cluster size, which node fails) are stamped with
+//! `rstest`, one test per value, e.g.
+//! `replicas_apply_the_identical_sequence::case_2_three_nodes`.
 
 pub mod cases;
 mod faults;
@@ -29,6 +32,16 @@ mod harness;
 mod kv;
 
 pub use faults::{Link, Network, Proxy, node_ip};
+
+/// Which node a parameterised case acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The current leader.
+    Leader,
+    /// A follower.
+    Follower,
+}
+
 pub use harness::{Cluster, KvEngine, Node, WAIT, wait_for};
 pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
 
@@ -41,7 +54,6 @@ macro_rules! conformance_tests {
             basics::single_node_elects_itself,
             basics::propose_returns_response_and_commit_index,
             basics::propose_admin_behaves_like_propose,
-            basics::replicas_apply_the_identical_sequence,
             basics::many_proposers_apply_the_identical_sequence,
             basics::follower_propose_is_not_leader_with_hint,
             basics::oversized_proposal_is_a_typed_error,
@@ -62,9 +74,7 @@ macro_rules! conformance_tests {
             callbacks::leadership_callbacks_are_exact_contained_and_deregistrable,
             restart::single_node_restart_restores_state,
             restart::full_cluster_restart_keeps_acknowledged_writes,
-            restart::restarted_follower_catches_up,
             restart::wiped_node_refuses_to_self_bootstrap,
-            elections::majority_elects_a_new_leader_after_the_leader_stops,
             elections::minority_cannot_commit,
             elections::five_nodes_tolerate_two_failures,
             membership::learner_catches_up_and_is_promoted,
@@ -79,7 +89,6 @@ macro_rules! conformance_tests {
             membership::learner_suffrage_survives_restart,
             membership::transfer_to_any_voter,
             membership::join_as_learner_alarm_fires_when_added_as_voter,
-            partitions::isolated_leader_is_replaced_and_converges,
             partitions::rejoining_node_does_not_disrupt_the_leader,
             partitions::progress_continues_under_flapping_links,
             partitions::leadership_callbacks_fire_on_isolation,
@@ -98,12 +107,33 @@ macro_rules! conformance_tests {
             hostile::corrupt_snapshot_file_is_an_error_at_start,
             hostile::truncated_data_files_are_an_error_or_recovered,
         );
+        $crate::conformance_tests!(@param $factory;
+            basics::replicas_apply_the_identical_sequence(nodes: usize) =>
+                [one_node = 1, three_nodes = 3, five_nodes = 5],
+            elections::majority_elects_a_new_leader_after_the_leader_stops(nodes: usize) =>
+                [three_nodes = 3, five_nodes = 5],
+            partitions::isolated_leader_is_replaced_and_converges(nodes: usize) =>
+                [three_nodes = 3, five_nodes = 5],
+            restart::restarted_node_catches_up(which: $crate::Which) =>
+                [leader = $crate::Which::Leader, follower = $crate::Which::Follower],
+        );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 $crate::cases::$module::$case($factory).await;
+            }
+        )*
+    };
+    (@param $factory:expr;
+        $($module:ident :: $case:ident ($param:ident : $ty:ty) => [$($name:ident = $value:expr),+ $(,)?]),* $(,)?) => {
+        $(
+            #[::rstest::rstest]
+            $( #[case::$name($value)] )+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case(#[case] $param: $ty) {
+                $crate::cases::$module::$case($factory, $param).await;
             }
         )*
     };

@@ -48,10 +48,11 @@ pub async fn propose_admin_behaves_like_propose<F: Factory>(factory: F) {
     c.shutdown().await;
 }
 
-/// Three replicas apply the identical sequence of entries, each once
-/// (Raft §5.3 State Machine Safety).
-pub async fn replicas_apply_the_identical_sequence<F: Factory>(factory: F) {
-    let c = Cluster::start(factory, 3).await;
+/// Every replica of an `nodes`-node cluster applies the identical sequence
+/// of entries, each once (Raft §5.3 State Machine Safety). Stamped for 1, 3
+/// and 5 nodes.
+pub async fn replicas_apply_the_identical_sequence<F: Factory>(factory: F, nodes: usize) {
+    let c = Cluster::start(factory, nodes).await;
     let l = c.wait_leader().await;
     let mut last = 0;
     for i in 0..50 {
@@ -62,7 +63,7 @@ pub async fn replicas_apply_the_identical_sequence<F: Factory>(factory: F) {
             .expect("put")
             .commit_index;
     }
-    for i in 0..3 {
+    for i in 0..nodes {
         c.wait_applied(i, last).await;
     }
     let reference = c.nodes[l].kv.lock().applied.clone();

@@ -5,10 +5,14 @@ use raftengine::{Error, Factory, State};
 use crate::harness::{Cluster, wait_for};
 use crate::kv::put;
 
-/// When the leader stops, the remaining majority elects a new leader and
-/// keeps committing; acknowledged writes are kept.
-pub async fn majority_elects_a_new_leader_after_the_leader_stops<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+/// When the leader of an `nodes`-node cluster stops, the remaining majority
+/// elects a new leader and keeps committing; acknowledged writes are kept.
+/// Stamped for 3 and 5 nodes.
+pub async fn majority_elects_a_new_leader_after_the_leader_stops<F: Factory>(
+    factory: F,
+    nodes: usize,
+) {
+    let mut c = Cluster::start(factory, nodes).await;
     let old = c.wait_leader().await;
     let before = c
         .engine(old)

@@ -13,9 +13,9 @@ use crate::kv::put;
 /// An isolated leader: the majority elects a new leader; the old one steps
 /// down, fails its pending proposal with a typed error, refuses reads and
 /// has no lease; after healing every replica applies the same sequence and
-/// the old leader's uncommitted entry is gone.
-pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F) {
-    let c = Cluster::start(factory, 3).await;
+/// the old leader's uncommitted entry is gone. Stamped for 3 and 5 nodes.
+pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F, nodes: usize) {
+    let c = Cluster::start(factory, nodes).await;
     let old = c.wait_leader().await;
     c.engine(old)
         .propose(put("k", "before"))
@@ -25,7 +25,7 @@ pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F) {
     c.isolate(old);
     let stale = c.engine(old).clone();
     let pending = tokio::spawn(async move { stale.propose(put("lost", "x")).await });
-    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let majority: Vec<usize> = (0..nodes).filter(|i| *i != old).collect();
     let new = c.wait_leader_among(&majority).await;
     // A newer leader exists: the old one must not hold a lease any more.
     assert!(
@@ -60,7 +60,7 @@ pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F) {
     }
     tracing::info!("--- heal");
     c.heal();
-    for i in 0..3 {
+    for i in 0..nodes {
         c.wait_applied(i, w.commit_index).await;
     }
     let reference = c.nodes[new].kv.lock().applied.clone();

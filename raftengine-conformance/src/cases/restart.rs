@@ -2,6 +2,7 @@
 
 use raftengine::{Error, Factory};
 
+use crate::Which;
 use crate::harness::Cluster;
 use crate::kv::put;
 
@@ -77,12 +78,16 @@ pub async fn full_cluster_restart_keeps_acknowledged_writes<F: Factory>(factory:
     c.shutdown().await;
 }
 
-/// A follower restarted while writes continue catches up and applies the
-/// same sequence as the leader.
-pub async fn restarted_follower_catches_up<F: Factory>(factory: F) {
+/// A node restarted while writes continue catches up and applies the same
+/// sequence as the leader. Stamped for the leader and a follower: a
+/// restarted leader hands over to a new one and rejoins as a follower.
+pub async fn restarted_node_catches_up<F: Factory>(factory: F, which: Which) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
-    let f = c.other_than(l);
+    let f = match which {
+        Which::Leader => l,
+        Which::Follower => c.other_than(l),
+    };
     for i in 0..10 {
         c.engine(l)
             .propose(put(format!("a{i}"), "1"))
@@ -90,6 +95,8 @@ pub async fn restarted_follower_catches_up<F: Factory>(factory: F) {
             .expect("put");
     }
     c.stop(f).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let l = c.wait_leader_among(&others).await;
     let mut last = 0;
     for i in 0..10 {
         last = c
@@ -99,11 +106,12 @@ pub async fn restarted_follower_catches_up<F: Factory>(factory: F) {
             .expect("put while down")
             .commit_index;
     }
-    c.restart(f).await.expect("restart follower");
+    c.restart(f).await.expect("restart");
     c.wait_applied(f, last).await;
     let leader_log = c.nodes[l].kv.lock().applied.clone();
-    let follower_log = c.nodes[f].kv.lock().applied.clone();
-    assert_eq!(follower_log[..], leader_log[..follower_log.len()]);
+    let restarted_log = c.nodes[f].kv.lock().applied.clone();
+    assert_eq!(restarted_log[..], leader_log[..restarted_log.len()]);
+    assert_eq!(c.nodes[f].kv.get(b"b9"), Some(b"2".to_vec()));
     c.shutdown().await;
 }
 
