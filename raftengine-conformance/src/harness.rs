@@ -67,6 +67,12 @@ impl Slot {
     }
 }
 
+/// A running node's engine and transport server.
+struct Running {
+    engine: KvEngine,
+    server: TransportServer,
+}
+
 /// One node of a [`Cluster`].
 pub struct Node {
     /// The node id.
@@ -78,13 +84,16 @@ pub struct Node {
     _proxy: Arc<Proxy>,
     /// Its data dir.
     pub dir: PathBuf,
-    /// The state of its current state machine.
+    /// The state of its current state machine. The handle stays the same
+    /// across restarts; a restart empties it (a fresh state machine).
     pub kv: KvHandle,
     /// The `join_as_learner` flag it was started with (kept on restart, as
     /// an operator's command line would).
     join_as_learner: bool,
-    engine: Option<KvEngine>,
-    server: Option<TransportServer>,
+    /// `None` while stopped. Behind a lock so that a shared cluster (e.g.
+    /// one a nemesis task restarts nodes in while clients run) can stop
+    /// and restart nodes through `&self`.
+    running: std::sync::Mutex<Option<Running>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -98,21 +107,30 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The running engine.
     ///
     /// # Panics
     ///
     /// If the node is stopped.
-    pub fn engine(&self) -> &KvEngine {
-        match &self.engine {
-            Some(e) => e,
+    pub fn engine(&self) -> KvEngine {
+        match &*self.lock_running() {
+            Some(r) => r.engine.clone(),
             None => panic!("node {} is stopped", self.id),
         }
     }
 
+    /// The engine if the node runs.
+    pub fn try_engine(&self) -> Option<KvEngine> {
+        self.lock_running().as_ref().map(|r| r.engine.clone())
+    }
+
     /// True while the node runs.
     pub fn is_running(&self) -> bool {
-        self.engine.is_some()
+        self.lock_running().is_some()
     }
 }
 
@@ -189,25 +207,80 @@ impl<F: Factory> Cluster<F> {
     ) -> raftengine::Result<Node> {
         let dir = self.root_path.join(&id);
         let address = slot.proxy.address.to_string();
-        let backend = slot.backend;
-        let (sm, kv) = KvStateMachine::new();
-        let config = FactoryConfig::new(id.clone(), address.clone(), dir.clone(), sm)
-            .with_peers(peers)
-            .with_bootstrap(bootstrap)
-            .with_join_as_learner(join_as_learner);
-        let created = self.factory.create(config).await?;
-        let server = created.serve(slot.listener)?;
+        let kv = KvHandle::default();
+        let running = self
+            .start_node(
+                &id,
+                &address,
+                &dir,
+                slot.listener,
+                &kv,
+                peers,
+                bootstrap,
+                join_as_learner,
+            )
+            .await?;
         Ok(Node {
             id,
             address,
-            backend,
+            backend: slot.backend,
             _proxy: slot.proxy,
             dir,
             kv,
             join_as_learner,
-            engine: Some(created.engine),
-            server: Some(server),
+            running: std::sync::Mutex::new(Some(running)),
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_node(
+        &self,
+        id: &str,
+        address: &str,
+        dir: &std::path::Path,
+        listener: tokio::net::TcpListener,
+        kv: &KvHandle,
+        peers: Vec<Server>,
+        bootstrap: bool,
+        join_as_learner: bool,
+    ) -> raftengine::Result<Running> {
+        let sm = KvStateMachine::attached(kv);
+        let config = FactoryConfig::new(id, address, dir, sm)
+            .with_peers(peers)
+            .with_bootstrap(bootstrap)
+            .with_join_as_learner(join_as_learner);
+        let created = self.factory.create(config).await?;
+        let server = created.serve(listener)?;
+        Ok(Running {
+            engine: created.engine,
+            server,
+        })
+    }
+
+    /// Starts the stopped node `i` again on its dir, address and state
+    /// handle (emptied: a fresh state machine).
+    async fn start_existing(
+        &self,
+        i: usize,
+        peers: Vec<Server>,
+        bootstrap: bool,
+    ) -> raftengine::Result<()> {
+        let slot = self.slot_again(i).await;
+        let node = &self.nodes[i];
+        let running = self
+            .start_node(
+                &node.id,
+                &node.address,
+                &node.dir,
+                slot.listener,
+                &node.kv,
+                peers,
+                bootstrap,
+                node.join_as_learner,
+            )
+            .await?;
+        *node.lock_running() = Some(running);
+        Ok(())
     }
 
     async fn slot_again(&self, i: usize) -> Slot {
@@ -230,7 +303,11 @@ impl<F: Factory> Cluster<F> {
     }
 
     /// The engine of node `i`.
-    pub fn engine(&self, i: usize) -> &KvEngine {
+    ///
+    /// # Panics
+    ///
+    /// If node `i` is stopped.
+    pub fn engine(&self, i: usize) -> KvEngine {
         self.nodes[i].engine()
     }
 
@@ -294,35 +371,28 @@ impl<F: Factory> Cluster<F> {
     }
 
     /// Stops node `i` (graceful shutdown of engine and server).
-    pub async fn stop(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if let Some(engine) = node.engine.take() {
-            if let Err(e) = engine.shutdown().await {
-                panic!("shutdown of {} failed: {e}", node.id);
-            }
+    pub async fn stop(&self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(running) = node.lock_running().take() else {
+            return;
+        };
+        if let Err(e) = running.engine.shutdown().await {
+            panic!("shutdown of {} failed: {e}", node.id);
         }
-        if let Some(server) = node.server.take() {
-            let _ = server.shutdown().await;
-        }
+        let _ = running.server.shutdown().await;
     }
 
     /// Restarts node `i` on its data dir with a fresh state machine and the
     /// same address. `bootstrap`/peers are passed as at first start.
-    pub async fn restart(&mut self, i: usize) -> raftengine::Result<()> {
+    pub async fn restart(&self, i: usize) -> raftengine::Result<()> {
         self.stop(i).await;
-        let id = self.nodes[i].id.clone();
-        let join_as_learner = self.nodes[i].join_as_learner;
-        let slot = self.slot_again(i).await;
         let peers = self.peers();
-        let node = self
-            .launch(id, slot, peers, !join_as_learner, join_as_learner)
-            .await?;
-        self.nodes[i] = node;
-        Ok(())
+        self.start_existing(i, peers, !self.nodes[i].join_as_learner)
+            .await
     }
 
     /// Stops node `i` and deletes its data dir.
-    pub async fn wipe(&mut self, i: usize) {
+    pub async fn wipe(&self, i: usize) {
         self.stop(i).await;
         let dir = self.nodes[i].dir.clone();
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -333,17 +403,13 @@ impl<F: Factory> Cluster<F> {
     /// Starts node `i` again on its (possibly wiped) dir with an explicit
     /// bootstrap flag and peer list.
     pub async fn start_again(
-        &mut self,
+        &self,
         i: usize,
         bootstrap: bool,
         peers: Vec<Server>,
     ) -> raftengine::Result<()> {
         self.stop(i).await;
-        let id = self.nodes[i].id.clone();
-        let slot = self.slot_again(i).await;
-        let node = self.launch(id, slot, peers, bootstrap, false).await?;
-        self.nodes[i] = node;
-        Ok(())
+        self.start_existing(i, peers, bootstrap).await
     }
 
     /// Starts a new, empty node that waits to be added; returns its position.
@@ -376,7 +442,7 @@ impl<F: Factory> Cluster<F> {
     }
 
     /// Shuts every node down (call at the end of a case).
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
         }

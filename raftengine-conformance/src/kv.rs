@@ -28,6 +28,9 @@ pub struct KvState {
     pub applied: Vec<(u64, Vec<u8>)>,
     /// Index of the snapshot this state was restored from (0 if none).
     pub restored_from: u64,
+    /// How many times a fresh state machine was attached to this handle
+    /// (node restarts); lets a reader tell that the state was replaced.
+    pub incarnation: u64,
 }
 
 /// A handle to a [`KvState`] that the test keeps while the engine owns the
@@ -84,6 +87,24 @@ pub struct KvStateMachine {
 }
 
 impl KvStateMachine {
+    /// A fresh state machine on an existing handle: the handle's state is
+    /// emptied, so it behaves like a new state machine the test can still
+    /// observe through handles it kept. Attach only once the previous state
+    /// machine on that handle is gone (its engine shut down).
+    pub fn attached(handle: &KvHandle) -> Self {
+        {
+            let mut state = handle.lock();
+            let incarnation = state.incarnation + 1;
+            *state = KvState {
+                incarnation,
+                ..KvState::default()
+            };
+        }
+        KvStateMachine {
+            state: handle.clone(),
+        }
+    }
+
     /// A fresh state machine and the handle the test keeps.
     pub fn new() -> (Self, KvHandle) {
         let handle = KvHandle::default();

@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             snapshots::large_snapshot_transfers_intact,
             linearizability::history_is_linearizable_under_leader_isolation,
             linearizability::history_is_linearizable_under_leadership_transfers,
+            linearizability::history_is_linearizable_under_restarts,
             hostile::garbage_on_the_transport_port_is_harmless,
             hostile::invalid_factory_configs_are_refused,
             hostile::corrupt_snapshot_file_is_an_error_at_start,

@@ -12,7 +12,7 @@ pub async fn majority_elects_a_new_leader_after_the_leader_stops<F: Factory>(
     factory: F,
     nodes: usize,
 ) {
-    let mut c = Cluster::start(factory, nodes).await;
+    let c = Cluster::start(factory, nodes).await;
     let old = c.wait_leader().await;
     let before = c
         .engine(old)
@@ -35,7 +35,7 @@ pub async fn majority_elects_a_new_leader_after_the_leader_stops<F: Factory>(
 /// A minority cannot commit: with two of three nodes down the survivor
 /// never acknowledges a write.
 pub async fn minority_cannot_commit<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     for i in others {
@@ -66,7 +66,7 @@ pub async fn minority_cannot_commit<F: Factory>(factory: F) {
 
 /// Five nodes keep committing with two of them down.
 pub async fn five_nodes_tolerate_two_failures<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 5).await;
+    let c = Cluster::start(factory, 5).await;
     let l = c.wait_leader().await;
     let down: Vec<usize> = (0..5).filter(|i| *i != l).take(2).collect();
     for i in down {

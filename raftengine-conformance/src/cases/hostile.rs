@@ -90,10 +90,10 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
 /// snapshots as `*.snap` files (`raftengine::backend::SnapshotDir`).
 pub async fn corrupt_snapshot_file_is_an_error_at_start<F: Factory>(factory: F) {
     use raftengine::Error;
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let f = c.other_than(l);
-    let e = std::sync::Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let mut n = 0;
     while c.engine(f).status().last_snapshot_index == 0 {
         assert!(n < 20_000, "no snapshot on the follower after {n} writes");
@@ -163,7 +163,7 @@ fn truncate_every_file(dir: &std::path::Path) -> usize {
 /// never applies an entry twice and never diverges.
 pub async fn truncated_data_files_are_an_error_or_recovered<F: Factory>(factory: F) {
     use raftengine::Error;
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let f = c.other_than(l);
     let mut last = 0;

@@ -1,8 +1,6 @@
 //! The lease contract (DESIGN §4.4) beyond "the leader has one": when it
 //! must stop, when it moves, and whose acknowledgements count.
 
-use std::sync::Arc;
-
 use raftengine::{Error, Factory, LeaseDenied, State, TransferTarget};
 use tokio::time::Instant;
 
@@ -17,7 +15,7 @@ pub async fn lease_ends_within_one_lease_of_isolation<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("iso", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     wait_for("a valid lease", || async { e.check_lease().ok() }).await;
     let cut = Instant::now();
     c.isolate(l);
@@ -47,7 +45,7 @@ pub async fn transfer_suspends_writes_and_the_lease<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("tr", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     wait_for("a valid lease", || async { e.check_lease().ok() }).await;
     // An unreachable target keeps the transfer pending long enough to look.
     let f = c.other_than(l);
@@ -95,7 +93,7 @@ pub async fn transfer_suspends_writes_and_the_lease<F: Factory>(factory: F) {
     c.heal();
     // Aborted: the leader (or whoever leads now) gets a lease back.
     let now = c.wait_leader().await;
-    let e = Arc::clone(c.engine(now));
+    let e = c.engine(now);
     wait_for("a lease after the aborted transfer", || async {
         e.check_lease().ok()
     })
@@ -109,7 +107,7 @@ pub async fn lease_moves_with_leadership<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("mv", "1")).await.expect("put");
-    let old = Arc::clone(c.engine(l));
+    let old = c.engine(l);
     wait_for("a valid lease", || async { old.check_lease().ok() }).await;
     let t = c.other_than(l);
     let target = c.nodes[t].id.clone();
@@ -124,7 +122,7 @@ pub async fn lease_moves_with_leadership<F: Factory>(factory: F) {
         old.last_quorum_ack().is_none(),
         "a former leader reports a quorum ack"
     );
-    let new = Arc::clone(c.engine(t));
+    let new = c.engine(t);
     new.propose(put("mv", "2"))
         .await
         .expect("write on the new leader");
@@ -144,7 +142,7 @@ pub async fn learner_acks_never_count_toward_the_lease<F: Factory>(factory: F) {
     let (j, _) = c.add_learner_node(l, "n4").await;
     let w = c.engine(l).propose(put("ln", "1")).await.expect("put");
     c.wait_applied(j, w.commit_index).await;
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     wait_for("a valid lease", || async { e.check_lease().ok() }).await;
     let voters: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     // Stopping takes a moment; the lease clock starts once both are down.

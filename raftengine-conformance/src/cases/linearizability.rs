@@ -1,5 +1,6 @@
-//! Linearizability of writes and reads while leaders are isolated
-//! (DESIGN §4.3; checked with stateright's `LinearizabilityTester`).
+//! Linearizability of writes and reads while leaders are isolated, leadership
+//! moves, or nodes restart (DESIGN §4.3; checked with stateright's
+//! `LinearizabilityTester`).
 //!
 //! Clients record every operation with its invocation and return times.
 //! Operations that certainly did not happen (`NotLeader`,
@@ -58,6 +59,9 @@ enum Nemesis {
     IsolateLeader,
     /// Hand leadership to another voter.
     TransferLeadership,
+    /// Stop a node (the leader every other time), restart it on its data
+    /// dir with a fresh state machine a moment later.
+    RestartNode,
 }
 
 /// Concurrent writers and readers on one register while a nemesis isolates
@@ -72,6 +76,13 @@ pub async fn history_is_linearizable_under_leadership_transfers<F: Factory>(fact
     check_history(factory, Nemesis::TransferLeadership).await;
 }
 
+/// Concurrent writers and readers on one register while nodes (the leader
+/// every other time) are stopped and restarted on their data dirs with
+/// fresh state machines: the history must be linearizable.
+pub async fn history_is_linearizable_under_restarts<F: Factory>(factory: F) {
+    check_history(factory, Nemesis::RestartNode).await;
+}
+
 async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
     let c = Arc::new(Cluster::start(factory, 3).await);
     c.wait_leader().await;
@@ -81,9 +92,15 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
     let nemesis = {
         let c = c.clone();
         tokio::spawn(async move {
+            let mut round = 0usize;
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(700)).await;
-                let leader = (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader);
+                round += 1;
+                let leader = (0..c.nodes.len()).find(|i| {
+                    c.nodes[*i]
+                        .try_engine()
+                        .is_some_and(|e| e.state() == State::Leader)
+                });
                 let Some(l) = leader else { continue };
                 match kind {
                     Nemesis::IsolateLeader => {
@@ -93,6 +110,19 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                         // so a new leader emerges while the old one is cut off.
                         tokio::time::sleep(Duration::from_millis(3000)).await;
                         c.heal();
+                    }
+                    Nemesis::RestartNode => {
+                        let victim = if round % 2 == 1 {
+                            l
+                        } else {
+                            (l + 1 + round / 2 % 2) % c.nodes.len()
+                        };
+                        tracing::info!(victim, leader = l, "--- nemesis: restart a node");
+                        c.stop(victim).await;
+                        // Down for longer than an election timeout, so a
+                        // stopped leader is replaced meanwhile.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        c.restart(victim).await.expect("restart");
                     }
                     Nemesis::TransferLeadership => {
                         tracing::info!(leader = l, "--- nemesis: transfer leadership");
@@ -127,14 +157,20 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                 // Spread each client's bounded history over the whole run,
                 // so every phase of the nemesis gets operations.
                 tokio::time::sleep(Duration::from_millis(40)).await;
-                let found = sticky
-                    .or_else(|| (0..c.nodes.len()).find(|i| c.engine(*i).state() == State::Leader));
-                let Some(node) = found else {
+                let found = sticky.or_else(|| {
+                    (0..c.nodes.len()).find(|i| {
+                        c.nodes[*i]
+                            .try_engine()
+                            .is_some_and(|e| e.state() == State::Leader)
+                    })
+                });
+                let Some((node, e)) = found.and_then(|n| c.nodes[n].try_engine().map(|e| (n, e)))
+                else {
+                    sticky = None;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 sticky = Some(node);
-                let e = c.engine(node).clone();
                 let write = client < 4 && (seq + client as u64) % 2 == 0;
                 let invoked = Instant::now();
                 if write {
@@ -169,13 +205,21 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                         }
                     }
                 } else {
+                    let incarnation = c.nodes[node].kv.lock().incarnation;
                     let read =
                         tokio::time::timeout(Duration::from_secs(3), e.linearizable_read()).await;
                     if !matches!(read, Ok(Ok(_))) {
                         sticky = None;
                     }
-                    if let Ok(Ok(_)) = read {
-                        let value = decode_value(c.nodes[node].kv.get(b"reg"));
+                    // A restart between the read and looking at the state
+                    // replaced the state machine: that read is not usable.
+                    let sample = {
+                        let state = c.nodes[node].kv.lock();
+                        (state.incarnation == incarnation)
+                            .then(|| state.map.get(&b"reg"[..]).cloned())
+                    };
+                    if let (Ok(Ok(_)), Some(raw)) = (read, sample) {
+                        let value = decode_value(raw);
                         history.lock().unwrap().push(Recorded {
                             thread,
                             invoked,

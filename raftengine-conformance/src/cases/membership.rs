@@ -316,7 +316,7 @@ pub async fn a_stopped_learner_does_not_block_commits<F: Factory>(factory: F) {
             .await
             .expect("a lone voter commits while its learner is down");
     }
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     wait_for("the lone voter's lease", || async { e.check_lease().ok() }).await;
     c.shutdown().await;
 }
@@ -331,7 +331,7 @@ pub async fn learner_suffrage_survives_restart<F: Factory>(factory: F) {
         c.restart(i).await.expect("restart");
     }
     let l = c.wait_leader_among(&[0, 1, 2]).await;
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let conf = wait_for("the configuration after restart", || async {
         e.configuration()
             .await
@@ -359,7 +359,7 @@ pub async fn transfer_to_any_voter<F: Factory>(factory: F) {
         .expect("transfer to any");
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     let n = c.wait_leader_among(&others).await;
-    let e = Arc::clone(c.engine(n));
+    let e = c.engine(n);
     wait_for("a write on the new leader", || async {
         e.propose(put("t", "2")).await.ok()
     })

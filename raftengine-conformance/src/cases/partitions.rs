@@ -273,7 +273,7 @@ pub async fn transfer_to_an_isolated_target_is_aborted<F: Factory>(factory: F) {
 /// (the engine must not silently drop it before the leader commits in its
 /// term).
 pub async fn read_right_after_an_election_completes<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let old = c.wait_leader().await;
     c.engine(old).propose(put("r", "1")).await.expect("put");
     c.stop(old).await;
@@ -336,9 +336,8 @@ pub async fn transfer_to_a_lagging_target_resolves<F: Factory>(factory: F) {
             .expect("write while the target lags");
     }
     let target = c.nodes[t].id.clone();
-    let transfer = c
-        .engine(l)
-        .transfer_leadership(raftengine::TransferTarget::Server(target));
+    let leader = c.engine(l);
+    let transfer = leader.transfer_leadership(raftengine::TransferTarget::Server(target));
     match tokio::time::timeout(crate::harness::WAIT, transfer).await {
         Ok(Ok(())) => assert_eq!(
             c.engine(t).state(),

@@ -1,7 +1,5 @@
 //! Linearizable and lease reads (DESIGN §4.3, Raft thesis §6.4).
 
-use std::sync::Arc;
-
 use raftengine::{Error, Factory, LeaseDenied};
 
 use crate::harness::{Cluster, wait_for};
@@ -51,7 +49,7 @@ pub async fn many_concurrent_reads_complete<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let w = c.engine(l).propose(put("x", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let mut tasks = Vec::new();
     for _ in 0..500 {
         let e = e.clone();
@@ -70,7 +68,7 @@ pub async fn lease_holds_on_the_leader_only<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("lease", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let grant = wait_for("the leader's lease to become valid", || async {
         e.check_lease().ok()
     })
@@ -92,7 +90,7 @@ pub async fn quorum_ack_advances_under_heartbeats<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("hb", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let first = wait_for("a first quorum ack", || async { e.last_quorum_ack() }).await;
     let later = wait_for("a later quorum ack without writes", || async {
         e.last_quorum_ack().filter(|t| *t > first)
@@ -109,7 +107,7 @@ pub async fn single_voter_leader_has_a_lease<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 1).await;
     let l = c.wait_leader().await;
     c.engine(l).propose(put("solo", "1")).await.expect("put");
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     let grant = wait_for("the single voter's lease", || async {
         e.check_lease().ok()
     })

@@ -9,7 +9,7 @@ use crate::kv::put;
 /// A single node closed and reopened on its data dir with a fresh state
 /// machine gets every acknowledged write back, each applied once.
 pub async fn single_node_restart_restores_state<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 1).await;
+    let c = Cluster::start(factory, 1).await;
     c.wait_leader().await;
     let mut last = 0;
     for i in 0..20 {
@@ -45,7 +45,7 @@ pub async fn single_node_restart_restores_state<F: Factory>(factory: F) {
 
 /// Every acknowledged write survives a restart of the whole cluster.
 pub async fn full_cluster_restart_keeps_acknowledged_writes<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let mut last = 0;
     for i in 0..30 {
@@ -82,7 +82,7 @@ pub async fn full_cluster_restart_keeps_acknowledged_writes<F: Factory>(factory:
 /// sequence as the leader. Stamped for the leader and a follower: a
 /// restarted leader hands over to a new one and rejoins as a follower.
 pub async fn restarted_node_catches_up<F: Factory>(factory: F, which: Which) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let f = match which {
         Which::Leader => l,
@@ -118,7 +118,7 @@ pub async fn restarted_node_catches_up<F: Factory>(factory: F, which: Which) {
 /// A wiped node started with neither bootstrap nor peers refuses to start
 /// instead of forming a one-node cluster of its own.
 pub async fn wiped_node_refuses_to_self_bootstrap<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     c.wait_leader().await;
     c.wipe(2).await;
     match c.start_again(2, false, Vec::new()).await {

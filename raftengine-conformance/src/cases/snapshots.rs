@@ -62,7 +62,7 @@ fn assert_same_history(c: &Cluster<impl Factory>, reference: usize, i: usize) {
 /// After a snapshot and compaction, a full-cluster restart with fresh state
 /// machines restores the snapshot, replays the rest and loses nothing.
 pub async fn restart_from_snapshot_after_compaction<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let e = c.engine(l).clone();
     write_until_snapshot(&e, "s", 1).await;
@@ -126,7 +126,7 @@ pub async fn learner_added_after_compaction_catches_up<F: Factory>(factory: F) {
 /// A follower that was down while the leader compacted its log catches up
 /// after restart.
 pub async fn lagging_follower_catches_up_after_compaction<F: Factory>(factory: F) {
-    let mut c = Cluster::start(factory, 3).await;
+    let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let f = c.other_than(l);
     let e = c.engine(l).clone();
@@ -148,7 +148,7 @@ pub async fn lagging_follower_catches_up_after_compaction<F: Factory>(factory: F
 pub async fn large_snapshot_transfers_intact<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
-    let e = Arc::clone(c.engine(l));
+    let e = c.engine(l);
     for i in 0..10u8 {
         let value: Vec<u8> = (0..1024 * 1024).map(|j| (j as u8) ^ i).collect();
         e.propose(put(format!("big{i}"), value))
