@@ -81,6 +81,8 @@ pub(crate) enum Event<R> {
         data: Vec<u8>,
         result: Result<u64>,
     },
+    /// The leader says a committed configuration removed this node.
+    Removed { from_id: String, conf_index: u64 },
     /// Stop the loop.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -125,6 +127,8 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) join_as_learner: bool,
     /// The join-as-learner alarm (`Status::join_role_violation`).
     pub(crate) join_role_violation: bool,
+    /// Set when a committed configuration removed this node.
+    pub(crate) removed: bool,
     /// Every node we know an address for: members and recent senders.
     pub(crate) addresses: HashMap<u64, Member>,
     /// The latest applied membership and the index of its entry.
@@ -231,6 +235,7 @@ impl<S: StateMachine> Driver<S> {
             local_id,
             join_as_learner,
             join_role_violation: false,
+            removed: false,
             addresses,
             conf_state,
             conf_index: base.conf_index,
@@ -272,6 +277,7 @@ impl<S: StateMachine> Driver<S> {
         // `Fatal` error then, not a hang; the node is not used again after.
         let rounds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_rounds()));
         let reason = match rounds {
+            Ok(Ok(())) if self.removed => StopReason::Removed,
             Ok(Ok(())) => StopReason::Shutdown,
             Ok(Err(e)) => {
                 tracing::error!(node = %self.local_id, error = %e, "raft loop stopped on a fatal error");
@@ -333,6 +339,9 @@ impl<S: StateMachine> Driver<S> {
             }
             self.issue_reads();
             self.process_ready()?;
+            if self.removed {
+                return Ok(());
+            }
             self.maybe_snapshot();
             self.after_round();
             self.publish();
@@ -401,6 +410,20 @@ impl<S: StateMachine> Driver<S> {
             Event::Shutdown { reply } => {
                 self.shutdown_reply = Some(reply);
                 return Ok(Flow::Stop);
+            }
+            Event::Removed {
+                from_id,
+                conf_index,
+            } => {
+                // A notice older than a configuration that lists us again
+                // (re-added since) is stale.
+                let listed = self.conf_state.voters.contains(&self.local_raft_id)
+                    || self.conf_state.learners.contains(&self.local_raft_id);
+                if conf_index > self.conf_index || !listed {
+                    tracing::warn!(node = %self.local_id, from = %from_id, conf_index, "removed from the cluster; stopping");
+                    self.removed = true;
+                    return Ok(Flow::Stop);
+                }
             }
         }
         Ok(Flow::Continue)
@@ -953,7 +976,19 @@ impl<S: StateMachine> Driver<S> {
                         }
                     }
                 }
+                ConfChangeType::RemoveNode if rid == self.local_raft_id => {
+                    tracing::warn!(node = %self.local_id, index = entry.index, "this node was removed from the cluster; stopping");
+                    self.removed = true;
+                }
                 ConfChangeType::RemoveNode => {
+                    // Once applied, raft-rs stops replicating to the node, so
+                    // raft alone never tells it; the leader does.
+                    if self.is_leader() {
+                        if let Some(m) = self.addresses.get(&rid) {
+                            self.outbound
+                                .notify_removed(m.id.clone(), &m.address, entry.index);
+                        }
+                    }
                     self.outbound.forget(rid);
                 }
             }
@@ -1043,7 +1078,10 @@ impl<S: StateMachine> Driver<S> {
                 Event::Shutdown { reply } => {
                     let _ = reply.send(());
                 }
-                Event::Tick | Event::Inbound { .. } | Event::SnapshotWritten { .. } => {}
+                Event::Tick
+                | Event::Inbound { .. }
+                | Event::SnapshotWritten { .. }
+                | Event::Removed { .. } => {}
             }
         }
     }

@@ -233,7 +233,12 @@ impl Factory for EtcdFactory {
             }
         });
 
-        let inbound = Inbound::new(events_tx.clone(), self.config.rpc_timeout, snapshots);
+        let inbound = Inbound::new(
+            config.local_id.clone(),
+            events_tx.clone(),
+            self.config.rpc_timeout,
+            snapshots,
+        );
         let transport = tonic::service::Routes::new(inbound.into_service());
         let engine = EtcdEngine {
             local_id: config.local_id,

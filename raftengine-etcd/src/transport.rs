@@ -33,7 +33,7 @@ pub(crate) mod pb {
 
 use pb::raft_transport_client::RaftTransportClient;
 use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
-use pb::{BatchAck, MessageBatch, SendReply, SnapshotChunk, SnapshotHeader};
+use pb::{BatchAck, MessageBatch, RemovedNotice, SendReply, SnapshotChunk, SnapshotHeader};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Most messages one lane packs into one call.
@@ -45,6 +45,8 @@ const LANE_QUEUE: usize = 4096;
 /// Batches a lane may have sent but not yet seen acknowledged; beyond this
 /// the lane stops taking messages (its queue fills, then drops).
 const MAX_IN_FLIGHT: usize = 64;
+/// How often the leader tries to tell a removed node (one per `rpc_timeout`).
+const REMOVED_NOTICE_ATTEMPTS: usize = 30;
 /// Acknowledgements a receiver buffers for a slow reader.
 const ACK_QUEUE: usize = 64;
 /// Largest frame accepted from a peer.
@@ -56,6 +58,7 @@ const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 /// Where inbound batches go: the Raft loop's event queue.
 pub(crate) struct Inbound<R: Send + 'static> {
+    local_id: String,
     events: mpsc::Sender<Event<R>>,
     enqueue_timeout: Duration,
     snapshots: SnapshotDir,
@@ -64,6 +67,7 @@ pub(crate) struct Inbound<R: Send + 'static> {
 impl<R: Send + 'static> Clone for Inbound<R> {
     fn clone(&self) -> Self {
         Inbound {
+            local_id: self.local_id.clone(),
             events: self.events.clone(),
             enqueue_timeout: self.enqueue_timeout,
             snapshots: self.snapshots.clone(),
@@ -73,11 +77,13 @@ impl<R: Send + 'static> Clone for Inbound<R> {
 
 impl<R: Send + 'static> Inbound<R> {
     pub(crate) fn new(
+        local_id: String,
         events: mpsc::Sender<Event<R>>,
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
     ) -> Self {
         Inbound {
+            local_id,
             events,
             enqueue_timeout,
             snapshots,
@@ -180,6 +186,31 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
         self.accept(request.into_inner()).await?;
         Ok(Response::new(SendReply {}))
+    }
+
+    async fn removed(
+        &self,
+        request: Request<RemovedNotice>,
+    ) -> Result<Response<SendReply>, Status> {
+        let notice = request.into_inner();
+        if notice.removed_id != self.local_id {
+            return Err(Status::invalid_argument(format!(
+                "notice names {:?}, this node is {:?}",
+                notice.removed_id, self.local_id
+            )));
+        }
+        let event = Event::Removed {
+            from_id: notice.from_id,
+            conf_index: notice.conf_index,
+        };
+        match self.events.send_timeout(event, self.enqueue_timeout).await {
+            Ok(()) => Ok(Response::new(SendReply {})),
+            // Already stopped: the notice has nothing left to do.
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(Response::new(SendReply {})),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                Err(Status::resource_exhausted("raft loop is overloaded"))
+            }
+        }
     }
 
     async fn install_snapshot(
@@ -399,6 +430,37 @@ impl Outbound {
                 SendFailure::Unreachable(to)
             });
         }
+    }
+
+    /// Tells a node the leader removed that it is out (best effort: retried
+    /// every `rpc_timeout` for a bounded time, each call with a deadline).
+    pub(crate) fn notify_removed(&self, removed_id: String, address: &str, conf_index: u64) {
+        let Some(endpoint) = self.endpoint(address) else {
+            return;
+        };
+        let from_id = self.local_id.clone();
+        let rpc_timeout = self.rpc_timeout;
+        self.runtime.spawn(async move {
+            let channel = endpoint.connect_lazy();
+            let mut client = RaftTransportClient::new(channel);
+            for _ in 0..REMOVED_NOTICE_ATTEMPTS {
+                let mut request = Request::new(RemovedNotice {
+                    from_id: from_id.clone(),
+                    removed_id: removed_id.clone(),
+                    conf_index,
+                });
+                request.set_timeout(rpc_timeout);
+                match tokio::time::timeout(rpc_timeout, client.removed(request)).await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(node = %removed_id, conf_index, "removed node notified");
+                        return;
+                    }
+                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
+                    _ => tokio::time::sleep(rpc_timeout).await,
+                }
+            }
+            tracing::info!(node = %removed_id, "removed node did not answer; it stays up until stopped");
+        });
     }
 
     /// Drops the lanes of a peer that left the configuration.
@@ -753,6 +815,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel::<Event<()>>(8);
         let inbound = Inbound::new(
+            "n1".into(),
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
@@ -806,7 +869,12 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = mpsc::channel::<Event<()>>(64);
-        let inbound = Inbound::new(tx, Duration::from_secs(1), SnapshotDir::new(dir).unwrap());
+        let inbound = Inbound::new(
+            "n1".into(),
+            tx,
+            Duration::from_secs(1),
+            SnapshotDir::new(dir).unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {

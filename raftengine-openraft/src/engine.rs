@@ -833,10 +833,13 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
 
     async fn shutdown(&self) -> Result<()> {
         let _one_at_a_time = self.shutdown_lock.lock().await;
-        if self.stopped_reason().is_some() {
-            return Ok(());
-        }
-        let result = self.raft.shutdown().await;
+        // Stopped by itself (removed, fatal): openraft is down already,
+        // but our tasks and connections still need releasing.
+        let result = if self.stopped_reason().is_some() {
+            Ok(())
+        } else {
+            self.raft.shutdown().await
+        };
         for t in self
             .tasks
             .lock()
@@ -847,7 +850,13 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         }
         self.outbound.close();
         self.watched.epoch.send_replace(Epoch::default());
-        self.watched.stop.send_replace(Some(StopReason::Shutdown));
+        self.watched.stop.send_if_modified(|stop| {
+            let first = stop.is_none();
+            if first {
+                *stop = Some(StopReason::Shutdown);
+            }
+            first
+        });
         result.map_err(|e| Error::Internal {
             engine: crate::ENGINE_TYPE,
             message: format!("openraft shutdown: {e}"),
@@ -890,10 +899,36 @@ impl<S: StateMachine> Drop for OpenraftEngine<S> {
     }
 }
 
+/// What the metrics watcher needs to tell removed nodes they are out.
+pub(crate) struct RemovalNotices {
+    pub(crate) local_id: String,
+    pub(crate) outbound: Arc<Outbound>,
+}
+
+/// Stops a node a committed membership removed: the reason is recorded
+/// first, so openraft's own stop does not overwrite it.
+pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Watched) {
+    watched.stop.send_if_modified(|stop| {
+        let first = stop.is_none();
+        if first {
+            *stop = Some(StopReason::Removed);
+        }
+        first
+    });
+    watched.epoch.send_replace(Epoch::default());
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping a removed node");
+        }
+    });
+}
+
 /// Follows openraft's metrics: fires the leadership callbacks on exact
 /// edges, publishes the epoch pending writes watch, reports a fatal stop,
 /// and warns when a node started with `join_as_learner` became a voter.
 /// Also ticks, because a lease runs out without any metrics change.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn watch_metrics<S: StateMachine>(
     raft: OpenRaft<S>,
     node_id: u64,
@@ -902,9 +937,12 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
     watched: Arc<Watched>,
     contact: Arc<Contact>,
     join_as_learner: bool,
+    notices: RemovalNotices,
 ) {
     let mut rx = raft.metrics();
     let mut leading = false;
+    // Members of the last committed membership seen, with their addresses.
+    let mut members: Option<BTreeMap<u64, Peer>> = None;
     loop {
         let s = sample(&raft, node_id, lease, &contact);
         if let Some(reason) = s.fatal {
@@ -941,6 +979,37 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
             } else {
                 watched.loss.fire();
             }
+        }
+        if s.membership_committed {
+            let now: BTreeMap<u64, Peer> =
+                s.membership.nodes().map(|(n, p)| (*n, p.clone())).collect();
+            let conf_index = s.membership.log_id().map_or(0, |l| l.index);
+            if let Some(before) = &members {
+                if before.contains_key(&node_id) && !now.contains_key(&node_id) {
+                    tracing::warn!(
+                        node = node_id,
+                        conf_index,
+                        "this node was removed from the cluster; stopping"
+                    );
+                    stop_removed(&raft, &watched);
+                    return;
+                }
+                if now_leading {
+                    // Once committed, openraft stops replicating to a removed
+                    // node, so raft alone never tells it; the leader does.
+                    for (n, peer) in before.iter().filter(|(n, _)| !now.contains_key(n)) {
+                        if *n != node_id {
+                            notices.outbound.notify_removed(
+                                notices.local_id.clone(),
+                                peer.id.clone(),
+                                &peer.address,
+                                conf_index,
+                            );
+                        }
+                    }
+                }
+            }
+            members = Some(now);
         }
         let violation = join_as_learner && s.membership.voter_ids().any(|v| v == node_id);
         if violation && !watched.join_role_violation.swap(true, Ordering::Relaxed) {

@@ -11,7 +11,7 @@ use raftengine::backend::{SnapshotDir, check_numeric_ids, numeric_id};
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 
 use crate::config::OpenraftConfig;
-use crate::engine::{OpenraftEngine, Watched, watch_metrics};
+use crate::engine::{OpenraftEngine, RemovalNotices, Watched, watch_metrics};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, Outbound};
 use crate::service::{Contact, Inbound};
@@ -158,6 +158,10 @@ impl Factory for OpenraftFactory {
             watched.clone(),
             contact.clone(),
             config.join_as_learner,
+            RemovalNotices {
+                local_id: config.local_id.clone(),
+                outbound: outbound.clone(),
+            },
         )));
         if opened.existed {
             // Until the cluster's commit covers what this node logged before
@@ -179,6 +183,9 @@ impl Factory for OpenraftFactory {
             max_snapshot_bytes: self.config.max_snapshot_bytes,
             max_message_bytes: self.config.max_message_bytes(),
             contact: contact.clone(),
+            local_id: config.local_id.clone(),
+            node_id,
+            watched: watched.clone(),
         };
         let transport = tonic::service::Routes::new(inbound.into_service());
         let engine = OpenraftEngine {

@@ -33,7 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
 use crate::pb::raft_network_client::RaftNetworkClient;
-use crate::pb::{Frame, SnapshotChunk};
+use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::state_machine::SnapshotFile;
 use crate::types::{Committed, Peer, TypeConfig, Vote};
 
@@ -41,6 +41,8 @@ type Client = RaftNetworkClient<Channel>;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// How often the leader tries to tell a removed node.
+const REMOVED_NOTICE_ATTEMPTS: usize = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
@@ -105,6 +107,42 @@ impl Outbound {
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes),
         )
+    }
+
+    /// Tells a node the leader removed that it is out: best effort, retried
+    /// once per `connect_timeout` for a bounded number of attempts, each
+    /// call with a deadline.
+    pub(crate) fn notify_removed(
+        &self,
+        from_id: String,
+        removed_id: String,
+        address: &str,
+        conf_index: u64,
+    ) {
+        let Some(client) = self.client(address, Lane::Control) else {
+            return;
+        };
+        let deadline = self.connect_timeout;
+        tokio::spawn(async move {
+            for _ in 0..REMOVED_NOTICE_ATTEMPTS {
+                let mut request = tonic::Request::new(RemovedNotice {
+                    from_id: from_id.clone(),
+                    removed_id: removed_id.clone(),
+                    conf_index,
+                });
+                request.set_timeout(deadline);
+                let mut client = client.clone();
+                match tokio::time::timeout(deadline, client.removed(request)).await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(node = %removed_id, conf_index, "removed node notified");
+                        return;
+                    }
+                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
+                    _ => tokio::time::sleep(deadline).await,
+                }
+            }
+            tracing::info!(node = %removed_id, "removed node did not answer; it stays up until stopped");
+        });
     }
 
     /// Drops every cached connection (shutdown).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use openraft::Raft;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use raftengine::StateMachine;
 use raftengine::backend::SnapshotDir;
@@ -17,8 +18,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{decode, encode};
+use crate::engine::{Watched, stop_removed};
 use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
-use crate::pb::{Frame, SnapshotChunk};
+use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::state_machine::{SnapshotFile, StateMachineAdapter};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
@@ -55,6 +57,9 @@ pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) max_snapshot_bytes: u64,
     pub(crate) max_message_bytes: usize,
     pub(crate) contact: Arc<Contact>,
+    pub(crate) local_id: String,
+    pub(crate) node_id: u64,
+    pub(crate) watched: Arc<Watched>,
 }
 
 impl<S: StateMachine> Inbound<S> {
@@ -134,6 +139,32 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             )
             .filter_map(|s| std::future::ready(s.map(Err)));
         Ok(Response::new(Box::pin(responses.chain(tail))))
+    }
+
+    async fn removed(&self, request: Request<RemovedNotice>) -> Result<Response<Frame>, Status> {
+        let notice = request.into_inner();
+        if notice.removed_id != self.local_id {
+            return Err(Status::invalid_argument(format!(
+                "notice names {:?}, this node is {:?}",
+                notice.removed_id, self.local_id
+            )));
+        }
+        // A notice older than a membership that lists us again (re-added
+        // since) is stale.
+        let (index, listed) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (
+                m.membership_config.log_id().map_or(0, |l| l.index),
+                m.membership_config.nodes().any(|(n, _)| *n == self.node_id),
+            )
+        };
+        if listed && index > notice.conf_index {
+            return Ok(Response::new(Frame::default()));
+        }
+        tracing::warn!(node = %self.local_id, from = %notice.from_id, conf_index = notice.conf_index, "removed from the cluster; stopping");
+        stop_removed(&self.raft, &self.watched);
+        Ok(Response::new(Frame::default()))
     }
 
     async fn vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {

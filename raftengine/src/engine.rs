@@ -14,6 +14,10 @@ use crate::readers::{ConfigReader, HealthReader, StatusReader};
 pub enum StopReason {
     /// [`Engine::shutdown`] was called.
     Shutdown,
+    /// A committed membership change removed this node, and it stopped
+    /// itself. Its data dir belongs to a former member: to bring the
+    /// machine back, wipe the dir and add it again under a new id.
+    Removed,
     /// The engine hit an error it cannot continue from (a failed fsync, a
     /// corrupt log, a state machine that failed to restore). The node must be
     /// restarted; it does not serve in the meantime.

@@ -399,3 +399,58 @@ pub async fn join_as_learner_alarm_fires_when_added_as_voter<F: Factory>(factory
     .await;
     c.shutdown().await;
 }
+
+/// `remove_server` of a follower (cut off while it is removed) and of a
+/// learner: the configuration drops them, each removed node stops itself
+/// (`StopReason::Removed`, state `Shutdown`) although raft stops
+/// replicating to it once the removal commits, and the rest keeps
+/// committing.
+pub async fn removed_nodes_stop<F: Factory>(factory: F) {
+    use raftengine::StopReason;
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let (learner, _) = c.add_learner_node(l, "n4").await;
+    let w = c.engine(l).propose(put("rm", "1")).await.expect("put");
+    c.wait_applied(learner, w.commit_index).await;
+    let f = c.other_than(l);
+    for victim in [f, learner] {
+        let id = c.nodes[victim].id.clone();
+        let e = c.engine(victim);
+        // The follower is cut off while it is removed, so it cannot learn
+        // of its removal from the log; only the leader's notice (retried
+        // after the heal) can tell it.
+        if victim == f {
+            c.isolate(f);
+        }
+        let index = c
+            .engine(l)
+            .remove_server(&id, None)
+            .await
+            .unwrap_or_else(|err| panic!("remove {id}: {err}"));
+        c.heal();
+        let conf = c.engine(l).configuration().await.expect("configuration");
+        assert!(conf.server(&id).is_none(), "{id} still listed");
+        assert!(conf.index >= index);
+        let reason = tokio::time::timeout(crate::harness::WAIT, e.stopped())
+            .await
+            .unwrap_or_else(|_| panic!("removed node {id} kept running"));
+        assert_eq!(
+            reason,
+            StopReason::Removed,
+            "{id} stopped for another reason"
+        );
+        assert_eq!(e.status().state, State::Shutdown);
+        assert!(matches!(
+            e.propose(put("zombie", "1")).await,
+            Err(Error::Shutdown)
+        ));
+    }
+    let w = c
+        .engine(l)
+        .propose(put("rm", "2"))
+        .await
+        .expect("a write with the two remaining voters");
+    let other = (0..3).find(|i| *i != l && *i != f).expect("third voter");
+    c.wait_applied(other, w.commit_index).await;
+    c.shutdown().await;
+}
