@@ -1272,6 +1272,7 @@ impl<S: StateMachine> Driver<S> {
         status.configuration_index = self.conf_index;
         status.pending_conf_change = raft.has_pending_conf() || !self.conf_waiters.is_empty();
         status.join_role_violation = self.join_role_violation;
+        status.pending_proposals = self.proposals.len() as u64;
         let lease = LeaseBasis {
             state,
             term: raft.term,

@@ -8,7 +8,7 @@
 //! leader, because it cannot serve.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,24 @@ pub(crate) struct Watched {
     pub(crate) recovered: AtomicBool,
     /// The join-as-learner alarm (`Status::join_role_violation`).
     pub(crate) join_role_violation: AtomicBool,
+    /// `Status::pending_proposals`.
+    pub(crate) pending_proposals: AtomicU64,
+}
+
+/// Counts one waiting proposal for as long as it lives.
+struct PendingGuard<'a>(&'a AtomicU64);
+
+impl<'a> PendingGuard<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(counter)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Watched {
@@ -70,6 +88,7 @@ impl Watched {
             transferring: Mutex::new(None),
             recovered: AtomicBool::new(false),
             join_role_violation: AtomicBool::new(false),
+            pending_proposals: AtomicU64::new(0),
         }
     }
 
@@ -329,6 +348,10 @@ impl<S: StateMachine> OpenraftEngine<S> {
     }
 
     async fn propose_bytes(&self, data: Bytes) -> Result<ProposalResult<S::Response>> {
+        // openraft holds the responder until the entry applies; this counts
+        // the calls waiting on one, released however the call ends
+        // (including its future being dropped).
+        let _pending = PendingGuard::new(&self.watched.pending_proposals);
         if data.len() > self.cfg.max_proposal_bytes {
             return Err(Error::ProposalTooLarge {
                 size: data.len(),
@@ -770,6 +793,7 @@ impl<S: StateMachine> StatusReader for OpenraftEngine<S> {
         st.configuration_index = s.membership.log_id().map_or(0, |l| l.index);
         st.pending_conf_change = !s.membership_committed;
         st.join_role_violation = self.watched.join_role_violation.load(Ordering::Relaxed);
+        st.pending_proposals = self.watched.pending_proposals.load(Ordering::Relaxed);
         st
     }
 }

@@ -205,6 +205,10 @@ pub struct Status {
     /// logs an error on the edge. Operators alert on it: someone added a
     /// node meant to catch up first straight into the quorum.
     pub join_role_violation: bool,
+    /// Proposals this node accepted whose outcome it has not delivered yet
+    /// (the waiters it holds). It returns to 0 when the node is idle; a
+    /// number that only grows is a leak.
+    pub pending_proposals: u64,
 }
 
 impl Status {
@@ -225,6 +229,7 @@ impl Status {
             configuration_index: 0,
             pending_conf_change: false,
             join_role_violation: false,
+            pending_proposals: 0,
         }
     }
 }

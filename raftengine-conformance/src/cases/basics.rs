@@ -116,7 +116,8 @@ pub async fn oversized_proposal_is_a_typed_error<F: Factory>(factory: F) {
 }
 
 /// Dropping a `propose` future cancels only the wait: the entry still
-/// applies, and later proposals are unaffected.
+/// applies, later proposals are unaffected, and no waiter is left behind
+/// (`Status::pending_proposals` returns to 0).
 pub async fn dropped_propose_future_does_not_break_the_engine<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 1).await;
     let l = c.wait_leader().await;
@@ -139,6 +140,11 @@ pub async fn dropped_propose_future_does_not_break_the_engine<F: Factory>(factor
     let kv = c.nodes[l].kv.clone();
     wait_for("the final write to be applied", || async {
         (kv.get(b"final") == Some(b"y".to_vec())).then_some(())
+    })
+    .await;
+    // Every waiter, including those of the dropped futures, is released.
+    wait_for("no proposal waiter left behind", || async {
+        (e.status().pending_proposals == 0).then_some(())
     })
     .await;
     c.shutdown().await;
