@@ -38,7 +38,10 @@ pub struct EtcdConfig {
     /// suite's fault injection) must see which node a connection comes from.
     pub bind_outbound_to_local_ip: bool,
     /// Take a state-machine snapshot after this many entries were applied
-    /// since the last one; the log before it is then compacted.
+    /// since the last one; the log before it is then compacted. Default
+    /// 100,000 (etcd's default `--snapshot-count`): each snapshot serializes
+    /// the whole state, so a small interval with a large state spends most
+    /// of the CPU writing snapshots (measured in docs/benchmarks.md).
     pub snapshot_interval: u64,
     /// Entries kept before the snapshot index when compacting, so a follower
     /// that lags a little catches up from the log instead of a snapshot.
@@ -58,7 +61,7 @@ impl Default for EtcdConfig {
             rpc_timeout: Duration::from_secs(2),
             lease_margin: Duration::from_millis(150),
             bind_outbound_to_local_ip: false,
-            snapshot_interval: 10_000,
+            snapshot_interval: 100_000,
             snapshot_keep_entries: 5_000,
         }
     }

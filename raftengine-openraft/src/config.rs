@@ -38,7 +38,10 @@ pub struct OpenraftConfig {
     /// Largest snapshot file a node accepts from a peer.
     pub max_snapshot_bytes: u64,
     /// Take a state-machine snapshot after this many entries since the last
-    /// one; the log before it is then purged.
+    /// one; the log before it is then purged. Default 100,000 (etcd's
+    /// default `--snapshot-count`): each snapshot serializes the whole
+    /// state, so a small interval with a large state spends most of the CPU
+    /// writing snapshots (measured in docs/benchmarks.md).
     pub snapshot_interval: u64,
     /// Entries kept before the snapshot index when purging, so a follower
     /// that lags a little catches up from the log instead of a snapshot.
@@ -67,7 +70,7 @@ impl Default for OpenraftConfig {
             rpc_timeout: Duration::from_secs(2),
             snapshot_install_timeout: Duration::from_secs(60),
             max_snapshot_bytes: 64 * 1024 * 1024 * 1024,
-            snapshot_interval: 10_000,
+            snapshot_interval: 100_000,
             snapshot_keep_entries: 5_000,
             transfer_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
