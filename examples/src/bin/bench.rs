@@ -18,7 +18,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
 use raftengine_examples::{KvMachine, Map, put};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Compare raftengine backends side by side.
 #[derive(Debug, Parser)]
@@ -55,6 +55,14 @@ struct Args {
     /// engine) goes.
     #[arg(long, default_value = "target/bench-writes.svg")]
     chart: PathBuf,
+    /// Internal: run the one engine named by `--engines` and write its rows
+    /// here (the parent runs each engine in its own process, so each
+    /// engine's peak RSS is its own).
+    #[arg(long, hide = true)]
+    child_rows: Option<PathBuf>,
+    /// Internal: the parent's machine measurements, `fsync_us,rtt_us`.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    child_machine: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,7 +72,7 @@ struct Machine {
     loopback_rtt_p50_us: f64,
 }
 
-#[derive(Debug, Serialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone)]
 struct Row {
     engine: String,
     workload: String,
@@ -651,14 +659,34 @@ async fn main() {
         .prefix("raftengine-bench-")
         .tempdir_in(&base)
         .expect("temp dir");
-    let machine = Machine {
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        fsync_p50_us: measure_fsync(root.path()),
-        loopback_rtt_p50_us: measure_rtt(),
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let machine = match args.child_machine[..] {
+        [fsync, rtt] => Machine {
+            cores,
+            fsync_p50_us: fsync,
+            loopback_rtt_p50_us: rtt,
+        },
+        _ => Machine {
+            cores,
+            fsync_p50_us: measure_fsync(root.path()),
+            loopback_rtt_p50_us: measure_rtt(),
+        },
     };
     let wanted = |name: &str| args.engines.is_empty() || args.engines.iter().any(|e| e == name);
+    let compiled: Vec<&str> = [
+        ("etcd", cfg!(feature = "etcd")),
+        ("openraft", cfg!(feature = "openraft")),
+    ]
+    .into_iter()
+    .filter(|(name, built)| *built && wanted(name))
+    .map(|(name, _)| name)
+    .collect();
+    if args.child_rows.is_none() && compiled.len() > 1 {
+        run_in_children(&args, &machine, &compiled, root.path());
+        return;
+    }
     let mut rows = Vec::new();
     #[cfg_attr(all(feature = "etcd", feature = "openraft"), allow(unused_mut))]
     let mut not_run = Vec::new();
@@ -704,6 +732,72 @@ async fn main() {
         not_run.push("etcd: built without the `etcd` feature".to_owned());
     }
     ctx.progress.finish_and_clear();
+    if let Some(path) = &args.child_rows {
+        let json = serde_json::to_string(&rows).expect("serialize rows");
+        std::fs::write(path, json).expect("write rows");
+        return;
+    }
+    report(&args, machine, rows, not_run);
+}
+
+/// Runs each engine in its own child process (this binary, with the same
+/// options) and reports their rows together.
+fn run_in_children(args: &Args, machine: &Machine, engines: &[&str], root: &Path) {
+    let mut rows = Vec::new();
+    let mut not_run = Vec::new();
+    let exe = std::env::current_exe().expect("path of the bench binary");
+    for engine in engines {
+        let out = root.join(format!("rows-{engine}.json"));
+        let mut child = std::process::Command::new(&exe);
+        child
+            .args(["--clients", &join(&args.clients)])
+            .args(["--read-clients", &args.read_clients.to_string()])
+            .args(["--duration", &args.duration.to_string()])
+            .args(["--payload", &args.payload.to_string()])
+            .args(["--nodes", &args.nodes.to_string()])
+            .args(["--failovers", &args.failovers.to_string()])
+            .args(["--engines", engine])
+            .arg("--child-rows")
+            .arg(&out)
+            .arg("--child-machine")
+            .arg(format!(
+                "{},{}",
+                machine.fsync_p50_us, machine.loopback_rtt_p50_us
+            ));
+        if let Some(d) = &args.data_dir {
+            child.arg("--data-dir").arg(d);
+        }
+        match child.status() {
+            Ok(status) if status.success() => {
+                let raw = std::fs::read_to_string(&out).expect("read child rows");
+                let mut got: Vec<Row> = serde_json::from_str(&raw).expect("parse child rows");
+                rows.append(&mut got);
+            }
+            Ok(status) => not_run.push(format!("{engine}: bench process failed ({status})")),
+            Err(e) => not_run.push(format!("{engine}: could not start bench process: {e}")),
+        }
+    }
+    report(
+        args,
+        Machine {
+            cores: machine.cores,
+            fsync_p50_us: machine.fsync_p50_us,
+            loopback_rtt_p50_us: machine.loopback_rtt_p50_us,
+        },
+        rows,
+        not_run,
+    );
+}
+
+fn join(values: &[usize]) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn report(args: &Args, machine: Machine, rows: Vec<Row>, not_run: Vec<String>) {
     print_table(&machine, &rows, &not_run);
     match write_chart(&args.chart, &rows, args.nodes) {
         Ok(()) => eprintln!("wrote {}", args.chart.display()),
