@@ -60,6 +60,8 @@ pub(crate) struct Watched {
     pub(crate) join_role_violation: AtomicBool,
     /// `Status::pending_proposals`.
     pub(crate) pending_proposals: AtomicU64,
+    /// Held while a membership change runs on this node (one at a time).
+    pub(crate) membership_gate: tokio::sync::Mutex<()>,
 }
 
 /// Counts one waiting proposal for as long as it lives.
@@ -89,6 +91,7 @@ impl Watched {
             recovered: AtomicBool::new(false),
             join_role_violation: AtomicBool::new(false),
             pending_proposals: AtomicU64::new(0),
+            membership_gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -200,7 +203,6 @@ pub struct OpenraftEngine<S: StateMachine> {
     pub(crate) contact: Arc<Contact>,
     pub(crate) outbound: Arc<Outbound>,
     /// One membership change at a time from this handle.
-    pub(crate) membership_gate: tokio::sync::Mutex<()>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) shutdown_lock: tokio::sync::Mutex<()>,
 }
@@ -440,7 +442,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
         prev_index: Option<Index>,
         build: impl FnOnce(&StoredMembership) -> Result<Option<(ChangeMembers<u64, Peer>, bool)>>,
     ) -> Result<Index> {
-        let Ok(_one_at_a_time) = self.membership_gate.try_lock() else {
+        let Ok(_one_at_a_time) = self.watched.membership_gate.try_lock() else {
             return Err(Error::ConfChangePending);
         };
         let membership = self.membership_preflight(prev_index)?;
@@ -931,17 +933,22 @@ pub(crate) struct RemovalNotices {
 
 /// Stops a node a committed membership removed: the reason is recorded
 /// first, so openraft's own stop does not overwrite it.
-pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Watched) {
-    watched.stop.send_if_modified(|stop| {
-        let first = stop.is_none();
-        if first {
-            *stop = Some(StopReason::Removed);
-        }
-        first
-    });
-    watched.epoch.send_replace(Epoch::default());
+pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Watched>) {
     let raft = raft.clone();
+    let watched = watched.clone();
     tokio::spawn(async move {
+        // A leader removing itself is still waiting for its own change to
+        // answer: let that call finish (it holds the gate) before stopping,
+        // so the caller learns the removal committed.
+        let _change_done = watched.membership_gate.lock().await;
+        watched.stop.send_if_modified(|stop| {
+            let first = stop.is_none();
+            if first {
+                *stop = Some(StopReason::Removed);
+            }
+            first
+        });
+        watched.epoch.send_replace(Epoch::default());
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "stopping a removed node");
         }

@@ -198,7 +198,6 @@ impl Factory for OpenraftFactory {
             watched,
             contact,
             outbound,
-            membership_gate: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tasks),
             shutdown_lock: tokio::sync::Mutex::new(()),
         };

@@ -229,6 +229,7 @@ pub async fn removing_the_leader_hands_over<F: Factory>(factory: F) {
     let l = c.wait_leader().await;
     c.engine(l).propose(put("before", "1")).await.expect("put");
     let removed = c.nodes[l].id.clone();
+    let old_leader = c.engine(l);
     match c.engine(l).remove_server(&removed, None).await {
         Ok(_) => {}
         Err(Error::NotLeader { leader: Some(hint) }) => {
@@ -265,6 +266,10 @@ pub async fn removing_the_leader_hands_over<F: Factory>(factory: F) {
         e.propose(put("after", "1")).await.ok()
     })
     .await;
+    let reason = tokio::time::timeout(crate::harness::WAIT, old_leader.stopped())
+        .await
+        .expect("the removed former leader kept running");
+    assert_eq!(reason, raftengine::StopReason::Removed);
     c.shutdown().await;
 }
 
