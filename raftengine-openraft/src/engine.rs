@@ -95,6 +95,19 @@ impl Watched {
         }
     }
 
+    /// Records why the engine stopped, unless a reason is already set (the
+    /// first cause wins: a removal or a failure is not overwritten by the
+    /// shutdown that follows it).
+    pub(crate) fn stop_once(&self, reason: StopReason) {
+        self.stop.send_if_modified(|stop| {
+            let first = stop.is_none();
+            if first {
+                *stop = Some(reason);
+            }
+            first
+        });
+    }
+
     fn transferee(&self) -> Option<String> {
         self.transferring
             .lock()
@@ -876,13 +889,7 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         }
         self.outbound.close();
         self.watched.epoch.send_replace(Epoch::default());
-        self.watched.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(StopReason::Shutdown);
-            }
-            first
-        });
+        self.watched.stop_once(StopReason::Shutdown);
         result.map_err(|e| Error::Internal {
             engine: crate::ENGINE_TYPE,
             message: format!("openraft shutdown: {e}"),
@@ -941,13 +948,7 @@ pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Wa
         // answer: let that call finish (it holds the gate) before stopping,
         // so the caller learns the removal committed.
         let _change_done = watched.membership_gate.lock().await;
-        watched.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(StopReason::Removed);
-            }
-            first
-        });
+        watched.stop_once(StopReason::Removed);
         watched.epoch.send_replace(Epoch::default());
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "stopping a removed node");
@@ -972,8 +973,10 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
 ) {
     let mut rx = raft.metrics();
     let mut leading = false;
-    // Members of the last committed membership seen, with their addresses.
+    // Members of the last committed membership seen, with their addresses,
+    // and that membership's log id.
     let mut members: Option<BTreeMap<u64, Peer>> = None;
+    let mut seen_conf = None;
     loop {
         let s = sample(&raft, node_id, lease, &contact);
         if let Some(reason) = s.fatal {
@@ -989,7 +992,7 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
                     tracing::error!(node = node_id, %reason, "openraft failed");
                     StopReason::Fatal(reason)
                 };
-                watched.stop.send_replace(Some(stop));
+                watched.stop_once(stop);
             }
             return;
         }
@@ -1011,7 +1014,10 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
                 watched.loss.fire();
             }
         }
-        if s.membership_committed {
+        let conf_id = *s.membership.log_id();
+        // Metrics change on every applied entry; the membership rarely.
+        if s.membership_committed && conf_id != seen_conf {
+            seen_conf = conf_id;
             let now: BTreeMap<u64, Peer> =
                 s.membership.nodes().map(|(n, p)| (*n, p.clone())).collect();
             let conf_index = s.membership.log_id().map_or(0, |l| l.index);
