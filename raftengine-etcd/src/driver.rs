@@ -3,7 +3,7 @@
 //!
 //! The thread is not a runtime worker, so the fsync in every Ready and the
 //! application's synchronous `apply` never block async tasks. Each round
-//! takes one event, drains up to [`MAX_DRAIN`] more (so many proposals share
+//! takes one event (polling briefly before sleeping, `EtcdConfig::idle_spin`), drains up to [`MAX_DRAIN`] more (so many proposals share
 //! one Ready and one fsync), then processes Readies in raft-rs's order
 //! (notes/raft-rs.md §2.2):
 //!
@@ -37,8 +37,8 @@ use crate::config::EtcdConfig;
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
 use crate::transport::{Outbound, SendFailure};
-use raftengine::backend::SnapshotDir;
 use raftengine::backend::numeric_id as raft_id;
+use raftengine::backend::{SnapshotDir, blocking_recv_spinning};
 
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;
@@ -312,7 +312,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn run_rounds(&mut self) -> Result<()> {
-        while let Some(first) = self.events.blocking_recv() {
+        while let Some(first) = blocking_recv_spinning(&mut self.events, self.cfg.idle_spin) {
             if let Flow::Stop = self.handle(first)? {
                 return Ok(());
             }

@@ -2,9 +2,11 @@
 //! and that do not depend on a Raft implementation. Applications do not
 //! need this module.
 
+mod idle_spin;
 mod numeric_id;
 mod snapshot_dir;
 
+pub use idle_spin::blocking_recv_spinning;
 pub use numeric_id::{check_numeric_ids, numeric_id};
 
 pub use snapshot_dir::{HEADER_LEN, SnapshotDir, verify};
