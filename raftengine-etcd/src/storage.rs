@@ -36,6 +36,7 @@ use raft_engine::{
 
 use raftengine::{Error, Result};
 
+use crate::entry_cache::EntryCache;
 use crate::watermark::{Mark, MarkFile};
 
 const GROUP: u64 = 1;
@@ -80,6 +81,8 @@ struct Cached {
     snapshot_data: Vec<u8>,
     /// The last entry compaction removed: (index, term).
     truncated: (u64, u64),
+    /// The newest entries, so raft-rs's hot reads skip the files.
+    recent: EntryCache,
 }
 
 /// The raft-rs `Storage` over raft-engine. Cheap to clone; the Raft loop
@@ -227,6 +230,7 @@ impl RaftStorage {
                 snapshot,
                 snapshot_data,
                 truncated,
+                recent: EntryCache::default(),
             })),
             mark: Arc::new(Mutex::new(mark_file)),
         };
@@ -405,8 +409,12 @@ impl RaftStorage {
         self.engine
             .write(&mut batch, sync)
             .map_err(|e| storage_err("write raft log", e))?;
-        if let Some(hs) = hard_state {
-            self.lock().hard_state = hs.clone();
+        if !entries.is_empty() || hard_state.is_some() {
+            let mut c = self.lock();
+            c.recent.append(entries);
+            if let Some(hs) = hard_state {
+                c.hard_state = hs.clone();
+            }
         }
         if sync {
             self.after_sync();
@@ -490,7 +498,11 @@ impl RaftStorage {
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write compaction", e))?;
-        self.lock().truncated = (index, term);
+        {
+            let mut c = self.lock();
+            c.truncated = (index, term);
+            c.recent.compact_to(index);
+        }
         self.after_sync();
         // Rewrites or deletes log files whose entries are all compacted.
         if let Err(e) = self.engine.purge_expired_files() {
@@ -536,6 +548,7 @@ impl RaftStorage {
         c.snapshot = meta.clone();
         c.snapshot_data = data.to_vec();
         c.truncated = (meta.index, meta.term);
+        c.recent.clear();
         c.conf_state = meta.get_conf_state().clone();
         c.hard_state = hard_state;
         drop(c);
@@ -566,8 +579,12 @@ impl raft::Storage for RaftStorage {
         if high > self.last_index_raw() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        let max_size = max_size.into();
+        if let Some(cached) = self.lock().recent.entries(low, high, max_size) {
+            return Ok(cached);
+        }
         let mut out = Vec::with_capacity((high - low) as usize);
-        let max = max_size.into().map(|m| m as usize);
+        let max = max_size.map(|m| m as usize);
         self.engine
             .fetch_entries_to::<EntryExt>(GROUP, low, high, max, &mut out)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
@@ -579,6 +596,11 @@ impl raft::Storage for RaftStorage {
     fn term(&self, idx: u64) -> raft::Result<u64> {
         let (truncated, snapshot) = {
             let c = self.lock();
+            if idx > c.truncated.0 {
+                if let Some(term) = c.recent.term(idx) {
+                    return Ok(term);
+                }
+            }
             (c.truncated, (c.snapshot.index, c.snapshot.term))
         };
         if idx == truncated.0 {
