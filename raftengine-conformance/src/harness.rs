@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
+use raftengine::{Engine, Error, Factory, FactoryConfig, Server, State, TransportServer};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -429,15 +429,23 @@ impl<F: Factory> Cluster<F> {
     ///
     /// # Panics
     ///
-    /// If the node cannot start or the leader refuses the change.
+    /// If the node cannot start or the leader refuses the change with
+    /// anything but `ConfChangePending` (retried until the deadline).
     pub async fn add_learner_node(&mut self, leader: usize, id: &str) -> (usize, u64) {
         let j = self.spawn_joiner(id, true).await;
         let address = self.nodes[j].address.clone();
-        let index = self
-            .engine(leader)
-            .add_learner(id, &address, None)
-            .await
-            .unwrap_or_else(|e| panic!("add learner {id}: {e}"));
+        let e = self.engine(leader);
+        // A leader elected a moment ago may not have committed the
+        // configuration it inherited yet; it says so with the retryable
+        // `ConfChangePending`.
+        let index = wait_for(&format!("the leader to accept learner {id}"), || async {
+            match e.add_learner(id, &address, None).await {
+                Ok(index) => Some(index),
+                Err(Error::ConfChangePending) => None,
+                Err(other) => panic!("add learner {id}: {other}"),
+            }
+        })
+        .await;
         (j, index)
     }
 

@@ -71,15 +71,27 @@ pub async fn learner_catches_up_and_is_promoted<F: Factory>(factory: F) {
 /// requirement beyond the learner's log fails with `FailedPrecondition`.
 pub async fn promote_preconditions_are_enforced<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
-    let l = c.wait_leader().await;
-    let f = c.other_than(l);
-    let voter = c.nodes[f].id.clone();
-    assert!(matches!(
-        c.engine(l)
+    // Right after the election the leader may still report its inherited
+    // configuration as pending, and under load leadership may move: both
+    // are retryable answers. The first definite answer must be the refusal.
+    let (voter, refused) = wait_for("a definite answer to promoting a voter", || async {
+        let l = c.wait_leader().await;
+        let voter = c.nodes[c.other_than(l)].id.clone();
+        match c
+            .engine(l)
             .promote_learner(&voter, None, CatchUp::Unchecked)
-            .await,
-        Err(Error::FailedPrecondition { .. })
-    ));
+            .await
+        {
+            Err(Error::ConfChangePending | Error::NotLeader { .. }) => None,
+            other => Some((voter, other)),
+        }
+    })
+    .await;
+    assert!(
+        matches!(refused, Err(Error::FailedPrecondition { .. })),
+        "promoting voter {voter}: expected FailedPrecondition, got {refused:?}"
+    );
+    let l = c.wait_leader().await;
     assert!(matches!(
         CatchUp::at_least(0),
         Err(Error::FailedPrecondition { .. })
