@@ -3,9 +3,10 @@
 //!
 //! The thread is not a runtime worker, so the fsync in every Ready and the
 //! application's synchronous `apply` never block async tasks. Each round
-//! takes one event (polling briefly before sleeping, `EtcdConfig::idle_spin`), drains up to [`MAX_DRAIN`] more (so many proposals share
-//! one Ready and one fsync), then processes Readies in raft-rs's order
-//! (notes/raft-rs.md §2.2):
+//! takes one event (polling for `EtcdConfig::idle_spin` before it sleeps),
+//! drains up to [`MAX_DRAIN`] more (so many proposals share one Ready and
+//! one fsync), then processes Readies in raft-rs's order (notes/raft-rs.md
+//! §2.2):
 //!
 //! 1. send the leader's messages (they may go before its own fsync);
 //! 2. note role changes and read states;
