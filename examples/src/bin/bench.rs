@@ -86,6 +86,12 @@ struct Row {
     /// Throughput / (clients / (fsync p50 + RTT p50)), write rows only.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_physical_limit: Option<f64>,
+    /// CPU time of the whole bench process (nodes, clients, gRPC, snapshot
+    /// threads) per completed operation, in µs; load rows only. Unlike
+    /// ops/s it does not depend on how many cores the nodes share, so it
+    /// compares engines' efficiency and shows what replication costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_op: Option<f64>,
     peak_rss_mib: f64,
     /// Keys in the state a new learner had to catch up on
     /// (`learner_catch_up` rows; their ops/s is keys per second and p50 the
@@ -153,6 +159,20 @@ fn measure_rtt() -> f64 {
     drop(c);
     let _ = echo.join();
     percentile(&mut samples, 0.5)
+}
+
+/// CPU time (user + system) the process has used so far, in µs, from
+/// `/proc/self/stat` (it includes threads that already exited, such as
+/// snapshot writers). Its unit is USER_HZ, 100 per second on every Linux
+/// architecture this runs on. `None` where it cannot be read.
+fn process_cpu_us() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the rest follows ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10_000.0)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -330,7 +350,15 @@ impl<F: Factory> Cluster<F> {
 }
 
 /// Runs `clients` loops of `op` for `duration`; returns (ops/s, p50 µs, p99 µs).
-async fn load<Op, Fut>(clients: usize, duration: Duration, op: Op) -> (f64, f64, f64)
+/// What one load row measured.
+struct Measured {
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_op: Option<f64>,
+}
+
+async fn load<Op, Fut>(clients: usize, duration: Duration, op: Op) -> Measured
 where
     Op: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -355,18 +383,25 @@ where
         }));
     }
     let started = Instant::now();
+    let cpu_before = process_cpu_us();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu_after = process_cpu_us();
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     for t in tasks {
         all.add(t.await.expect("client")).expect("merge");
     }
     let secs = started.elapsed().as_secs_f64();
-    (
-        all.len() as f64 / secs,
-        all.value_at_quantile(0.5) as f64,
-        all.value_at_quantile(0.99) as f64,
-    )
+    let completed = all.len();
+    Measured {
+        ops_per_sec: completed as f64 / secs,
+        p50_us: all.value_at_quantile(0.5) as f64,
+        p99_us: all.value_at_quantile(0.99) as f64,
+        cpu_us_per_op: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) if completed > 0 => Some((a - b) / completed as f64),
+            _ => None,
+        },
+    }
 }
 
 struct Ctx<'a> {
@@ -420,8 +455,20 @@ async fn run_engine<F: Factory + Clone>(
         p50_us: p50,
         p99_us: p99,
         ratio_to_physical_limit: write.then(|| ops / limit(clients)),
+        cpu_us_per_op: None,
         peak_rss_mib: peak_rss_mib(),
         state_keys: None,
+    };
+    let measured = |workload: &str, nodes: usize, clients: usize, m: Measured, write: bool| {
+        let mut r = row(
+            workload,
+            nodes,
+            clients,
+            (m.ops_per_sec, m.p50_us, m.p99_us),
+            write,
+        );
+        r.cpu_us_per_op = m.cpu_us_per_op;
+        r
     };
     let payload = vec![b'x'; args.payload];
 
@@ -442,7 +489,7 @@ async fn run_engine<F: Factory + Clone>(
             async move { e.propose(data).await.is_ok() }
         })
         .await;
-        rows.push(row("write", args.nodes, clients, r, true));
+        rows.push(measured("write", args.nodes, clients, r, true));
     }
     ctx.step(format!(
         "[{name}] linearizable reads, {} clients",
@@ -454,7 +501,7 @@ async fn run_engine<F: Factory + Clone>(
         async move { e.linearizable_read().await.is_ok() }
     })
     .await;
-    rows.push(row(
+    rows.push(measured(
         "linearizable_read",
         args.nodes,
         args.read_clients,
@@ -481,7 +528,13 @@ async fn run_engine<F: Factory + Clone>(
         }
     })
     .await;
-    rows.push(row("lease_read", args.nodes, args.read_clients, r, false));
+    rows.push(measured(
+        "lease_read",
+        args.nodes,
+        args.read_clients,
+        r,
+        false,
+    ));
 
     // Failover: stop the leader, time until a write commits on the new one.
     let mut samples = Vec::new();
@@ -560,7 +613,7 @@ async fn run_engine<F: Factory + Clone>(
         async move { e.propose(data).await.is_ok() }
     })
     .await;
-    rows.push(row("write", 1, args.read_clients, r, true));
+    rows.push(measured("write", 1, args.read_clients, r, true));
     single.shutdown().await;
 }
 
@@ -627,12 +680,12 @@ fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
         machine.cores, machine.fsync_p50_us, machine.loopback_rtt_p50_us
     );
     println!(
-        "| engine | workload | nodes | clients | ops/s | p50 µs | p99 µs | vs physical limit | peak RSS MiB |"
+        "| engine | workload | nodes | clients | ops/s | p50 µs | p99 µs | vs physical limit | CPU µs/op | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} |",
             r.engine,
             r.workload,
             r.nodes,
@@ -642,6 +695,9 @@ fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
             r.p99_us,
             r.ratio_to_physical_limit
                 .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.cpu_us_per_op
+                .map(|x| format!("{x:.1}"))
                 .unwrap_or_else(|| "-".into()),
             r.peak_rss_mib
         );
