@@ -63,7 +63,6 @@
 mod config;
 mod driver;
 mod engine;
-mod entry_cache;
 mod factory;
 mod shared;
 mod storage;
