@@ -349,7 +349,6 @@ impl<F: Factory> Cluster<F> {
     }
 }
 
-/// Runs `clients` loops of `op` for `duration`; returns (ops/s, p50 µs, p99 µs).
 /// What one load row measured.
 struct Measured {
     ops_per_sec: f64,
@@ -358,6 +357,7 @@ struct Measured {
     cpu_us_per_op: Option<f64>,
 }
 
+/// Runs `clients` loops of `op` for `duration` and measures them.
 async fn load<Op, Fut>(clients: usize, duration: Duration, op: Op) -> Measured
 where
     Op: Fn(usize, u64) -> Fut + Send + Sync + 'static,
