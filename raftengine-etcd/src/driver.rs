@@ -38,8 +38,9 @@ use crate::config::EtcdConfig;
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
 use crate::transport::{Outbound, SendFailure};
+use raftengine::backend::blocking_recv_spinning;
 use raftengine::backend::numeric_id as raft_id;
-use raftengine::backend::{SnapshotDir, blocking_recv_spinning};
+use raftengine_kit::SnapshotDir;
 
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;

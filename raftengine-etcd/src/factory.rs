@@ -17,8 +17,8 @@ use crate::shared::Shared;
 use crate::storage::decode_snapshot_data;
 use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
-use raftengine::backend::SnapshotDir;
 use raftengine::backend::numeric_id as raft_id;
+use raftengine_kit::SnapshotDir;
 
 /// Capacity of the transport-failure report queue.
 const FAILURE_QUEUE: usize = 1024;
@@ -194,7 +194,7 @@ impl Factory for EtcdFactory {
             tokio::runtime::Handle::current(),
             failures_tx,
         );
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(opened.storage.sync_counter()));
         let driver = Driver::new(
             raw,
             opened.storage,

@@ -5,6 +5,7 @@
 use std::sync::RwLock;
 
 use raftengine::{CallbackRegistry, Configuration, LeaseBasis, State, Status, StopReason};
+use raftengine_kit::raft_log::SyncCounter;
 use tokio::sync::watch;
 
 #[derive(Debug)]
@@ -21,10 +22,12 @@ pub(crate) struct Shared {
     pub(crate) loss: CallbackRegistry,
     pub(crate) acquired: CallbackRegistry,
     stop: watch::Sender<Option<StopReason>>,
+    /// The log's fsync count, read live (not as of the last publish).
+    log_syncs: SyncCounter,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(log_syncs: SyncCounter) -> Self {
         Shared {
             view: RwLock::new(View {
                 status: Status::new(State::Unknown),
@@ -34,6 +37,7 @@ impl Shared {
             loss: CallbackRegistry::new("etcd-leader-loss"),
             acquired: CallbackRegistry::new("etcd-leader-acquired"),
             stop: watch::channel(None).0,
+            log_syncs,
         }
     }
 
@@ -60,11 +64,14 @@ impl Shared {
     }
 
     pub(crate) fn status(&self) -> Status {
-        self.view
+        let mut status = self
+            .view
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .status
-            .clone()
+            .clone();
+        status.log_syncs = self.log_syncs.get();
+        status
     }
 
     pub(crate) fn lease(&self) -> LeaseBasis {

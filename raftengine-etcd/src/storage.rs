@@ -30,9 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{
-    Command, Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, RecoveryMode,
-};
+use raft_engine::{Command, Config as LogConfig, LogBatch, MessageExt, RecoveryMode};
+use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 
 use protobuf::Message as _;
 use raftengine::backend::{CachedEntry, EntryCache};
@@ -41,6 +40,9 @@ use raftengine::{Error, Result};
 use crate::watermark::{Mark, MarkFile};
 
 const GROUP: u64 = 1;
+/// How long `open` waits for an instance of this process that is still
+/// stopping (a node restarted in place) to release the directory lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The newest entries kept in memory (`Cached::recent`): enough for every
 /// append in flight to a follower that keeps up; one further behind reads
 /// from the files.
@@ -103,6 +105,8 @@ pub(crate) struct RaftStorage {
     snapshot_wanted: Arc<std::sync::atomic::AtomicBool>,
     local_id: String,
     engine: Arc<LogEngine>,
+    /// Completed fsyncs of the log files (`Status::log_syncs`).
+    syncs: SyncCounter,
     cached: Arc<Mutex<Cached>>,
     /// See [`crate::watermark`]; only the Raft loop writes, so the lock is
     /// never contended.
@@ -137,8 +141,6 @@ impl RaftStorage {
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> Result<Opened> {
         let dir = data_dir.join("raft-log");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| storage_err(&format!("create {}", dir.display()), e))?;
         let cfg = LogConfig {
             dir: dir.to_string_lossy().into_owned(),
             // A torn tail is an unacknowledged write cut by a crash and may be
@@ -152,7 +154,10 @@ impl RaftStorage {
             batch_compression_threshold: raft_engine::ReadableSize(0),
             ..LogConfig::default()
         };
-        let engine = LogEngine::open(cfg)
+        let syncs = SyncCounter::new();
+        // No other instance may hold the directory: a node restarted in
+        // place has fully stopped before `create` returns again.
+        let engine = raftengine_kit::raft_log::open(&cfg, syncs.clone(), LOCK_WAIT)
             .map_err(|e| storage_err(&format!("open raft log in {}", dir.display()), e))?;
         let engine = Arc::new(engine);
         let node = engine.get(GROUP, KEY_NODE);
@@ -233,6 +238,7 @@ impl RaftStorage {
             snapshot_wanted: Arc::default(),
             local_id: local_id.to_owned(),
             engine,
+            syncs,
             cached: Arc::new(Mutex::new(Cached {
                 hard_state,
                 conf_state,
@@ -386,7 +392,9 @@ impl RaftStorage {
         self.engine
             .write(&mut batch, true)
             .map_err(|e| storage_err("write initial state", e))?;
-        write_synced(&data_dir.join(IDENTITY_FILE), local_id.as_bytes())?;
+        let identity = data_dir.join(IDENTITY_FILE);
+        raftengine_kit::durable::write_file(&identity, local_id.as_bytes())
+            .map_err(|e| storage_err(&format!("write {}", identity.display()), e))?;
         self.lock().hard_state = hs;
         self.after_sync();
         Ok(())
@@ -454,10 +462,15 @@ impl RaftStorage {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Forces everything written so far to disk.
+    /// The counter of completed fsyncs of the log files.
+    pub(crate) fn sync_counter(&self) -> SyncCounter {
+        self.syncs.clone()
+    }
+
+    /// Forces everything written so far to disk (raft-engine's own
+    /// `Engine::sync` does not: see [`raftengine_kit::raft_log`]).
     pub(crate) fn sync(&self) -> Result<()> {
-        self.engine
-            .sync()
+        raftengine_kit::raft_log::sync(&self.engine, GROUP)
             .map_err(|e| storage_err("sync raft log", e))?;
         self.after_sync();
         Ok(())
@@ -694,23 +707,6 @@ fn put_raw(batch: &mut LogBatch, key: &[u8], value: Vec<u8>, what: &str) -> Resu
     batch
         .put(GROUP, key.to_vec(), value)
         .map_err(|e| storage_err(&format!("encode {what}"), e))
-}
-
-/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync dir.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let err = |what: &str, e: std::io::Error| storage_err(&format!("{what} {}", path.display()), e);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;
-    f.write_all(bytes).map_err(|e| err("write", e))?;
-    f.sync_all().map_err(|e| err("sync", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err("sync dir of", e))?;
-    }
-    Ok(())
 }
 
 pub(crate) fn encode_members(members: &[Member]) -> Vec<u8> {

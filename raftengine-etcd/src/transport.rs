@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::driver::Event;
-use raftengine::backend::SnapshotDir;
+use raftengine_kit::SnapshotDir;
 
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {
@@ -229,7 +229,8 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
             // damaged them since; a bad one is replaced by this transfer.
             let path = final_path.clone();
             let valid =
-                tokio::task::spawn_blocking(move || raftengine::backend::verify(&path)).await;
+                tokio::task::spawn_blocking(move || raftengine_kit::snapshot_dir::verify(&path))
+                    .await;
             if matches!(valid, Ok(Ok(_))) {
                 return Ok(Response::new(SendReply {}));
             }
@@ -1039,7 +1040,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ours = SnapshotDir::new(dir.path()).unwrap();
         std::fs::write(ours.path(9, 2), &good[..good.len() / 2]).unwrap();
-        assert!(raftengine::backend::verify(&ours.path(9, 2)).is_err());
+        assert!(raftengine_kit::snapshot_dir::verify(&ours.path(9, 2)).is_err());
 
         let (address, _rx, _server) = serve(dir.path()).await;
         let mut client = RaftTransportClient::connect(format!("http://{address}"))
@@ -1060,6 +1061,6 @@ mod tests {
             .await
             .expect("the damaged copy is replaced, not trusted");
         assert_eq!(std::fs::read(ours.path(9, 2)).unwrap(), good);
-        assert!(raftengine::backend::verify(&ours.path(9, 2)).is_ok());
+        assert!(raftengine_kit::snapshot_dir::verify(&ours.path(9, 2)).is_ok());
     }
 }

@@ -218,6 +218,8 @@ pub struct OpenraftEngine<S: StateMachine> {
     /// One membership change at a time from this handle.
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) shutdown_lock: tokio::sync::Mutex<()>,
+    /// The log's fsync count (`Status::log_syncs`).
+    pub(crate) log_syncs: raftengine_kit::raft_log::SyncCounter,
 }
 
 impl<S: StateMachine> std::fmt::Debug for OpenraftEngine<S> {
@@ -236,15 +238,11 @@ fn peer_info(p: &Peer) -> LeaderInfo {
     }
 }
 
-fn fatal_error(e: &Fatal<TypeConfig>) -> Error {
-    match e {
-        Fatal::Stopped => Error::Shutdown,
-        other => Error::Internal {
-            engine: crate::ENGINE_TYPE,
-            message: format!("openraft stopped: {other}"),
-            source: None,
-        },
-    }
+/// A call that found openraft stopped. A fatal stop (a failed write or
+/// fsync) is a stop like any other to the caller: the node takes no more
+/// requests, and `stopped()` tells why. Both backends answer it so.
+fn fatal_error(_: &Fatal<TypeConfig>) -> Error {
+    Error::Shutdown
 }
 
 impl<S: StateMachine> OpenraftEngine<S> {
@@ -311,7 +309,12 @@ impl<S: StateMachine> OpenraftEngine<S> {
                 other => Error::failed_precondition(other.to_string()),
             },
             RaftError::APIError(other) => Error::failed_precondition(other.to_string()),
-            RaftError::Fatal(f) => fatal_error(&f),
+            // The entry may have been appended (and replicated) before the
+            // node stopped: as on etcd, its fate is unknown to this node.
+            RaftError::Fatal(Fatal::Stopped) => Error::Shutdown,
+            RaftError::Fatal(f) => Error::OutcomeUnknown {
+                reason: format!("engine stopped ({f}) before the entry was known to commit"),
+            },
         }
     }
 
@@ -809,6 +812,7 @@ impl<S: StateMachine> StatusReader for OpenraftEngine<S> {
         st.pending_conf_change = !s.membership_committed;
         st.join_role_violation = self.watched.join_role_violation.load(Ordering::Relaxed);
         st.pending_proposals = self.watched.pending_proposals.load(Ordering::Relaxed);
+        st.log_syncs = self.log_syncs.get();
         st
     }
 }

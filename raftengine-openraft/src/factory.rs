@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use openraft::Raft;
-use raftengine::backend::{SnapshotDir, check_numeric_ids, numeric_id};
+use raftengine::backend::{check_numeric_ids, numeric_id};
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
+use raftengine_kit::SnapshotDir;
 
 use crate::config::OpenraftConfig;
 use crate::engine::{OpenraftEngine, RemovalNotices, Watched, watch_metrics};
@@ -92,7 +93,7 @@ impl Factory for OpenraftFactory {
                     data_dir.display()
                 )));
             }
-            std::fs::create_dir_all(&data_dir)
+            raftengine_kit::durable::create_dir_all(&data_dir)
                 .map_err(|e| Error::storage(format!("create {}", data_dir.display()), e))?;
             let opened = LogStore::open(&data_dir, &local_id).map_err(|e| {
                 Error::storage(format!("open the raft log in {}", data_dir.display()), e)
@@ -107,6 +108,7 @@ impl Factory for OpenraftFactory {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
         }
 
+        let log_syncs = opened.store.sync_counter();
         let outbound = Arc::new(Outbound::new(
             node_id,
             local_ip,
@@ -200,6 +202,7 @@ impl Factory for OpenraftFactory {
             outbound,
             tasks: Mutex::new(tasks),
             shutdown_lock: tokio::sync::Mutex::new(()),
+            log_syncs,
         };
         Ok(FactoryResult {
             engine: Arc::new(engine),

@@ -17,11 +17,22 @@
 //! where the live log ends, readers stop there, and the next append (which
 //! starts exactly at that index) overwrites the dead tail and clears the key.
 //!
-//! Writes go to one writer thread through a bounded queue. `append` waits
-//! only until its batch is written (readable), and the thread fsyncs once
-//! for every batch that queued up meanwhile, then fires all their
-//! `io_completed` callbacks: group commit, many entries per fsync, without
-//! blocking the runtime. `save_vote` is written with fsync before it returns.
+//! Writes go to one writer thread through a bounded queue. The thread takes
+//! every command queued at that moment (a group) and writes them in order;
+//! the group's last write carries `sync = true`, so one fdatasync covers the
+//! whole group, and only after it returns are the group's `io_completed`
+//! callbacks fired: group commit, many entries per fsync, without blocking
+//! the runtime. `save_vote` and `purge` are synced before they return.
+//!
+//! raft-engine 0.4.2's `Engine::sync()` does not sync at all
+//! (tikv/raft-engine#395); until this was found every append here was
+//! acknowledged after that no-op. The fsync now comes from the write itself
+//! and is counted at the file layer ([`raftengine_kit::raft_log`]).
+//!
+//! A failed write or fsync stops the log for good (fail closed): after a
+//! failed fsync the page cache can no longer be trusted to reach the disk,
+//! so every pending and later write is answered with the error, openraft
+//! stops with a storage error, and the node with `StopReason::Fatal`.
 
 use std::collections::Bound;
 use std::fmt::Debug;
@@ -31,9 +42,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use raft_engine::{Config as EngineConfig, Engine, LogBatch, MessageExt, RecoveryMode};
+use raft_engine::{
+    Command as LogCommand, Config as EngineConfig, LogBatch, MessageExt, RecoveryMode,
+};
 use raft_proto::eraftpb;
 use raftengine::backend::{CachedEntry, EntryCache};
+use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode_io, encode_io};
@@ -193,14 +207,14 @@ enum Command {
         written: oneshot::Sender<io::Result<()>>,
         flushed: Option<IOFlushed<TypeConfig>>,
     },
-    Compact {
-        to: u64,
-        done: oneshot::Sender<io::Result<()>>,
-    },
+    /// Deletes or rewrites log files whose entries are all purged.
+    PurgeFiles,
 }
 
 struct Inner {
-    engine: Arc<Engine>,
+    engine: Arc<LogEngine>,
+    /// Completed fsyncs of the log files (`Status::log_syncs`).
+    syncs: SyncCounter,
     bounds: Mutex<Bounds>,
     /// The newest live entries. Replication reads every entry it sends;
     /// from here that needs no blocking-pool hop and no decode (on the
@@ -237,19 +251,9 @@ fn engine_err(what: &str, e: raft_engine::Error) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
-/// Opens the engine, waiting a bounded time for a previous instance in this
-/// process (a node being restarted) to release the directory lock.
-fn open_engine(cfg: EngineConfig) -> raft_engine::Result<Engine> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Engine::open(cfg.clone()) {
-            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
+/// How long `open` waits for a previous instance in this process (a node
+/// being restarted) to release the directory lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn writer_gone() -> io::Error {
     io::Error::other("raft log writer thread stopped")
@@ -265,7 +269,6 @@ impl LogStore {
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> io::Result<Opened> {
         let dir = data_dir.join("raft-log");
-        std::fs::create_dir_all(&dir)?;
         let cfg = EngineConfig {
             dir: dir.to_string_lossy().into_owned(),
             // A torn tail is an unacknowledged write cut by a crash and may be
@@ -279,10 +282,12 @@ impl LogStore {
             batch_compression_threshold: raft_engine::ReadableSize(0),
             ..EngineConfig::default()
         };
-        let engine = Arc::new(
-            open_engine(cfg)
-                .map_err(|e| engine_err(&format!("open raft log in {}", dir.display()), e))?,
-        );
+        let syncs = SyncCounter::new();
+        let engine = Arc::new(raftengine_kit::raft_log::open(
+            &cfg,
+            syncs.clone(),
+            LOCK_WAIT,
+        )?);
         let existed = match engine.get(GROUP, KEY_NODE) {
             Some(stored) if stored == local_id.as_bytes() => true,
             Some(stored) => {
@@ -315,11 +320,10 @@ impl LogStore {
                 engine
                     .write(&mut batch, true)
                     .map_err(|e| engine_err("record node id", e))?;
-                let identity = data_dir.join(IDENTITY_FILE);
-                let mut f = std::fs::File::create(&identity)?;
-                std::io::Write::write_all(&mut f, local_id.as_bytes())?;
-                f.sync_all()?;
-                std::fs::File::open(data_dir)?.sync_all()?;
+                raftengine_kit::durable::write_file(
+                    &data_dir.join(IDENTITY_FILE),
+                    local_id.as_bytes(),
+                )?;
                 false
             }
         };
@@ -374,6 +378,7 @@ impl LogStore {
         let store = LogStore {
             inner: Arc::new(Inner {
                 engine,
+                syncs,
                 bounds: Mutex::new(Bounds::default()),
                 recent: Mutex::new(EntryCache::new(RECENT_ENTRIES, RECENT_BYTES)),
                 writer: tx,
@@ -427,6 +432,11 @@ impl LogStore {
         let stop = stop.min(live_end).min(b.end.unwrap_or(u64::MAX));
         let recent = self.recent();
         recent.range(start, stop, None)
+    }
+
+    /// The counter of completed fsyncs of the log files.
+    pub(crate) fn sync_counter(&self) -> SyncCounter {
+        self.inner.syncs.clone()
     }
 
     fn bounds(&self) -> MutexGuard<'_, Bounds> {
@@ -545,12 +555,49 @@ impl LogStore {
     }
 }
 
-fn write_loop(engine: &Arc<Engine>, mut rx: mpsc::Receiver<Command>, mut marks: MarkFile) {
-    let mut unsynced: Vec<IOFlushed<TypeConfig>> = Vec::new();
+/// Runs one write, turning raft-engine's panic on a failed fsync
+/// (`expect("pipe::sync()")` in 0.4.2) into an error.
+fn write_batch(engine: &LogEngine, batch: &mut LogBatch, sync: bool) -> Result<(), String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.write(batch, sync))) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("write raft log: {e}")),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(format!("write raft log: raft-engine failed: {what}"))
+        }
+    }
+}
+
+fn complete_all(callbacks: &mut Vec<IOFlushed<TypeConfig>>, result: &Result<(), String>) {
+    for cb in callbacks.drain(..) {
+        cb.io_completed(result.clone().map_err(io::Error::other));
+    }
+}
+
+fn write_loop(engine: &Arc<LogEngine>, mut rx: mpsc::Receiver<Command>, mut marks: MarkFile) {
+    // Set by the first failed write or fsync; the log takes nothing after
+    // it (see the module docs).
+    let mut failed: Option<String> = None;
     let mut purging: Option<std::thread::JoinHandle<()>> = None;
+    let mut group: Vec<Command> = Vec::with_capacity(WRITE_QUEUE);
+    // Callbacks of writes in this group that wait for its fsync.
+    let mut unsynced: Vec<IOFlushed<TypeConfig>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
+        group.push(first);
+        while group.len() < WRITE_QUEUE {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let last_write = group
+            .iter()
+            .rposition(|c| matches!(c, Command::Write { .. }));
+        for (i, command) in group.drain(..).enumerate() {
             match command {
                 Command::Write {
                     mut batch,
@@ -559,36 +606,42 @@ fn write_loop(engine: &Arc<Engine>, mut rx: mpsc::Receiver<Command>, mut marks: 
                     written,
                     flushed,
                 } => {
+                    if let Some(why) = &failed {
+                        let _ = written.send(Err(io::Error::other(why.clone())));
+                        if let Some(cb) = flushed {
+                            cb.io_completed(Err(io::Error::other(why.clone())));
+                        }
+                        continue;
+                    }
+                    // The group's last write syncs for everything before it.
+                    let sync = sync
+                        || (Some(i) == last_write && (flushed.is_some() || !unsynced.is_empty()));
                     marks.before(&mark);
-                    let result = engine.write(&mut batch, sync);
-                    match result {
-                        Ok(_) => {
+                    match write_batch(engine, &mut batch, sync) {
+                        Ok(()) => {
                             marks.after_write(&mark);
                             let _ = written.send(Ok(()));
                             unsynced.extend(flushed);
                             if sync {
                                 marks.after_sync();
-                                // An fsync covers every earlier write too.
-                                for cb in unsynced.drain(..) {
-                                    cb.io_completed(Ok(()));
-                                }
+                                complete_all(&mut unsynced, &Ok(()));
                             }
                         }
-                        Err(e) => {
-                            let msg = format!("write raft log: {e}");
-                            let _ = written.send(Err(io::Error::other(msg.clone())));
+                        Err(why) => {
+                            tracing::error!(error = %why, "raft log write failed; the log takes no more writes");
+                            let _ = written.send(Err(io::Error::other(why.clone())));
                             if let Some(cb) = flushed {
-                                cb.io_completed(Err(io::Error::other(msg)));
+                                cb.io_completed(Err(io::Error::other(why.clone())));
                             }
+                            complete_all(&mut unsynced, &Err(why.clone()));
+                            failed = Some(why);
                         }
                     }
                 }
-                Command::Compact { to, done } => {
-                    engine.compact_to(GROUP, to);
-                    let _ = done.send(Ok(()));
+                Command::PurgeFiles => {
                     // Rewriting or deleting old files can take a while: do
                     // it beside the writer, one pass at a time.
-                    if purging.as_ref().is_none_or(|h| h.is_finished()) {
+                    if failed.is_none() && purging.as_ref().is_none_or(|h| h.is_finished()) {
                         let engine = engine.clone();
                         purging = std::thread::Builder::new()
                             .name("raft-log-purge".into())
@@ -601,16 +654,14 @@ fn write_loop(engine: &Arc<Engine>, mut rx: mpsc::Receiver<Command>, mut marks: 
                     }
                 }
             }
-            next = rx.try_recv().ok();
         }
+        // Invariant: the group's last write synced (or failed and answered
+        // every callback), so nothing waits for an fsync across groups.
         if !unsynced.is_empty() {
-            let result = engine.sync().map_err(|e| format!("fsync raft log: {e}"));
-            if result.is_ok() {
-                marks.after_sync();
-            }
-            for cb in unsynced.drain(..) {
-                cb.io_completed(result.clone().map_err(io::Error::other));
-            }
+            let why = "raft log writer lost track of an fsync".to_owned();
+            tracing::error!(error = %why);
+            complete_all(&mut unsynced, &Err(why.clone()));
+            failed = Some(why);
         }
     }
     if let Some(h) = purging {
@@ -805,14 +856,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // The purged id and raft-engine's compaction in one synced batch:
+        // old files may be deleted right after, and a purge record lost to
+        // a power cut would then leave the log starting at an entry it does
+        // not claim.
         let mut batch = LogBatch::default();
         Self::put(&mut batch, KEY_PURGED, encode_io(&log_id, "purged log id")?)?;
+        batch.add_command(
+            GROUP,
+            LogCommand::Compact {
+                index: log_id.index + 1,
+            },
+        );
         let live_end = self.bounds().last_log.map_or(0, |l| l.index + 1);
         let mark = MarkMove {
             raise_end: Some(live_end.max(log_id.index + 1)),
             ..MarkMove::default()
         };
-        self.write(batch, false, mark).await?;
+        self.write(batch, true, mark).await?;
         {
             let mut b = self.bounds();
             b.last_purged = Some(log_id);
@@ -821,12 +882,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             self.recent().compact_to(log_id.index);
         }
-        let (done, rx) = oneshot::channel();
-        self.submit(Command::Compact {
-            to: log_id.index + 1,
-            done,
-        })
-        .await?;
-        rx.await.map_err(|_| writer_gone())?
+        self.submit(Command::PurgeFiles).await
     }
 }

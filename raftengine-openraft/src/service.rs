@@ -11,7 +11,7 @@ use openraft::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use raftengine::StateMachine;
-use raftengine::backend::SnapshotDir;
+use raftengine_kit::SnapshotDir;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;

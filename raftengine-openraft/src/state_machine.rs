@@ -17,7 +17,7 @@ use futures::StreamExt;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, Snapshot};
 use raftengine::StateMachine;
-use raftengine::backend::SnapshotDir;
+use raftengine_kit::SnapshotDir;
 
 use crate::codec::{decode_io, encode_io};
 use crate::types::{LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig};

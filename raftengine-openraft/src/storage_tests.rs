@@ -8,7 +8,7 @@ use std::path::Path;
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{EntryPayload, Membership, StorageError};
-use raftengine::backend::SnapshotDir;
+use raftengine_kit::SnapshotDir;
 use tempfile::TempDir;
 
 use crate::log_store::LogStore;

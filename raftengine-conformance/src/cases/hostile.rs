@@ -87,7 +87,7 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
 
 /// A corrupt snapshot file in a data dir is a clear error at start, not a
 /// silently different state (DESIGN §4.7). Applies to backends that keep
-/// snapshots as `*.snap` files (`raftengine::backend::SnapshotDir`).
+/// snapshots as `*.snap` files (`raftengine_kit::SnapshotDir`).
 pub async fn corrupt_snapshot_file_is_an_error_at_start<F: Factory>(factory: F) {
     use raftengine::Error;
     let c = Cluster::start(factory, 3).await;

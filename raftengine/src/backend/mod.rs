@@ -5,10 +5,7 @@
 mod entry_cache;
 mod idle_spin;
 mod numeric_id;
-mod snapshot_dir;
 
 pub use entry_cache::{CachedEntry, EntryCache};
 pub use idle_spin::blocking_recv_spinning;
 pub use numeric_id::{check_numeric_ids, numeric_id};
-
-pub use snapshot_dir::{HEADER_LEN, SnapshotDir, verify};

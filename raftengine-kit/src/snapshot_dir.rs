@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result, Snapshot, StateMachine};
+use raftengine::{Error, Result, Snapshot, StateMachine};
+
+use crate::durable;
 
 const MAGIC: &[u8; 8] = b"RESNAP01";
 /// Bytes before the payload: magic, index, term and payload length.
@@ -61,7 +63,7 @@ impl SnapshotDir {
     /// Opens (creating if needed) `<data_dir>/snapshots`.
     pub fn new(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("snapshots");
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        durable::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         Ok(SnapshotDir { dir })
     }
 
@@ -136,11 +138,7 @@ impl SnapshotDir {
             return Err(corrupt(tmp, "header names another snapshot"));
         }
         let path = self.path(index, term);
-        std::fs::rename(tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(format!("sync {}", self.dir.display())))?;
-        Ok(())
+        durable::rename(tmp, &path).map_err(io_err(format!("rename {}", tmp.display())))
     }
 
     /// Restores `sm` from the file for `(index, term)` after checking it.

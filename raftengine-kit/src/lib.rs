@@ -1,0 +1,20 @@
+//! Building blocks for raftengine **backend authors**, not for applications.
+//!
+//! Applications depend on `raftengine` (the contract) and one backend. This
+//! crate holds mechanisms that every durable backend needs and that are
+//! written once here instead of once per backend. It is less stable than
+//! `raftengine`: its items follow what the backends need and may change in
+//! any release.
+//!
+//! * [`durable`]: files and directories made durable the POSIX way (fsync
+//!   the file, then fsync the directory that names it).
+//! * [`raft_log`]: a `raft-engine` log whose fsyncs are counted at the file
+//!   layer and whose explicit [`sync`](raft_log::sync) really syncs.
+//! * [`snapshot_dir`]: checksummed state-machine snapshot files, written
+//!   and received durably.
+
+pub mod durable;
+pub mod raft_log;
+pub mod snapshot_dir;
+
+pub use snapshot_dir::SnapshotDir;
