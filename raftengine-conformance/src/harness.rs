@@ -11,6 +11,7 @@ use raftengine::{Engine, Error, Factory, FactoryConfig, Server, State, Transport
 use tempfile::TempDir;
 use tokio::time::Instant;
 
+use crate::disk::{Disk, TailLoss};
 use crate::faults::{Network, Proxy, node_ip};
 use crate::kv::{KvHandle, KvResponse, KvStateMachine};
 
@@ -144,6 +145,10 @@ pub struct Cluster<F: Factory> {
     pub nodes: Vec<Node>,
     /// The links between the nodes' proxies.
     pub net: Network,
+    /// With [`Cluster::start_on_disks`]: node `i`'s data dir lives on
+    /// `disks[i]`. Declared after `nodes`, so engines are dropped before
+    /// their disks unmount.
+    disks: Vec<Disk>,
 }
 
 async fn bind(address: &str) -> tokio::net::TcpListener {
@@ -158,6 +163,25 @@ async fn bind(address: &str) -> tokio::net::TcpListener {
 impl<F: Factory> Cluster<F> {
     /// Starts `n` voters that bootstrap one cluster together.
     pub async fn start(factory: F, n: usize) -> Self {
+        Self::start_with(factory, n, Vec::new()).await
+    }
+
+    /// Starts `n` voters like [`Cluster::start`], each with its data dir on
+    /// a power-cut disk of its own ([`crate::disk`]): see
+    /// [`Cluster::power_cycle`] and [`Cluster::disk`].
+    ///
+    /// # Panics
+    ///
+    /// If a disk cannot be mounted (no `/dev/fuse`, no right to mount): the
+    /// case fails loudly rather than skip.
+    pub async fn start_on_disks(factory: F, n: usize) -> Self {
+        let disks = (0..n)
+            .map(|i| Disk::mount().unwrap_or_else(|e| panic!("disk of node n{}: {e}", i + 1)))
+            .collect();
+        Self::start_with(factory, n, disks).await
+    }
+
+    async fn start_with(factory: F, n: usize, disks: Vec<Disk>) -> Self {
         // Logs go to the test output when RUST_LOG is set (e.g. `info`).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -185,11 +209,12 @@ impl<F: Factory> Cluster<F> {
             root_path,
             nodes: Vec::new(),
             net,
+            disks,
         };
         for (i, slot) in slots.into_iter().enumerate() {
             let id = peers[i].id.clone();
             let node = cluster
-                .launch(id, slot, peers.clone(), true, false)
+                .launch(i, id, slot, peers.clone(), true, false)
                 .await
                 .unwrap_or_else(|e| panic!("node n{} failed to start: {e}", i + 1));
             cluster.nodes.push(node);
@@ -199,13 +224,17 @@ impl<F: Factory> Cluster<F> {
 
     async fn launch(
         &self,
+        i: usize,
         id: String,
         slot: Slot,
         peers: Vec<Server>,
         bootstrap: bool,
         join_as_learner: bool,
     ) -> raftengine::Result<Node> {
-        let dir = self.root_path.join(&id);
+        let dir = match self.disks.get(i) {
+            Some(disk) => disk.path().join(&id),
+            None => self.root_path.join(&id),
+        };
         let address = slot.proxy.address.to_string();
         let kv = KvHandle::default();
         let running = self
@@ -391,6 +420,76 @@ impl<F: Factory> Cluster<F> {
             .await
     }
 
+    /// The power-cut disk node `i`'s data dir lives on.
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was not started with [`Cluster::start_on_disks`].
+    pub fn disk(&self, i: usize) -> &Disk {
+        match self.disks.get(i) {
+            Some(d) => d,
+            None => panic!("node {i} has no power-cut disk (use Cluster::start_on_disks)"),
+        }
+    }
+
+    /// Stops node `i` whose disk failed or lost power: its shutdown may
+    /// fail (it cannot flush), but it must finish.
+    pub async fn stop_failed(&self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(running) = node.lock_running().take() else {
+            return;
+        };
+        match tokio::time::timeout(WAIT, running.engine.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(node = %node.id, error = %e, "shutdown after a disk failure")
+            }
+            Err(_) => panic!(
+                "{} did not finish shutting down within {WAIT:?} after its disk failed",
+                node.id
+            ),
+        }
+        let _ = running.server.shutdown().await;
+    }
+
+    /// A power cut of `victims` at one instant, then a cold start: their
+    /// disks lose power (every later I/O fails) and their links go down
+    /// together; once stopped, each disk comes back holding what `loss`
+    /// leaves of the writes no fsync covered, the links heal, and the nodes
+    /// restart on their data dirs with fresh state machines.
+    ///
+    /// # Errors
+    ///
+    /// A node refused to start on what the cut left (the case decides
+    /// whether that is a failure; for a correct backend it is).
+    pub async fn power_cycle(&self, victims: &[usize], loss: TailLoss) -> raftengine::Result<()> {
+        for &i in victims {
+            self.disk(i).cut();
+        }
+        for &i in victims {
+            self.isolate(i);
+        }
+        for &i in victims {
+            self.stop_failed(i).await;
+        }
+        for &i in victims {
+            let loss = match loss {
+                TailLoss::All => TailLoss::All,
+                // Each disk cuts at its own points.
+                TailLoss::RandomCut { seed } => TailLoss::RandomCut {
+                    seed: seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                },
+            };
+            self.disk(i).power_on(loss);
+        }
+        self.heal();
+        for &i in victims {
+            let bootstrap = !self.nodes[i].join_as_learner;
+            self.start_existing(i, self.peers(), bootstrap).await?;
+        }
+        Ok(())
+    }
+
     /// Stops node `i` and deletes its data dir.
     pub async fn wipe(&self, i: usize) {
         self.stop(i).await;
@@ -417,7 +516,14 @@ impl<F: Factory> Cluster<F> {
         let slot = Slot::new(&self.net, self.nodes.len()).await;
         let peers = self.peers();
         let node = self
-            .launch(id.to_owned(), slot, peers, false, join_as_learner)
+            .launch(
+                self.nodes.len(),
+                id.to_owned(),
+                slot,
+                peers,
+                false,
+                join_as_learner,
+            )
             .await
             .unwrap_or_else(|e| panic!("joiner {id} failed to start: {e}"));
         self.nodes.push(node);

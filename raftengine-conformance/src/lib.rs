@@ -27,6 +27,7 @@
 //! `replicas_apply_the_identical_sequence::case_2_three_nodes`.
 
 pub mod cases;
+pub mod disk;
 mod faults;
 mod harness;
 mod kv;
@@ -118,6 +119,14 @@ macro_rules! conformance_tests {
                 [three_nodes = 3, five_nodes = 5],
             restart::restarted_node_catches_up(which: $crate::Which) =>
                 [leader = $crate::Which::Leader, follower = $crate::Which::Follower],
+            power::acknowledged_writes_survive_power_cuts(cut: $crate::cases::power::PowerCut) =>
+                [one_node = $crate::cases::power::PowerCut::OneNode,
+                 minority = $crate::cases::power::PowerCut::Minority,
+                 every_node = $crate::cases::power::PowerCut::EveryNode],
+            power::disk_faults_stop_the_node_closed(fault: $crate::disk::Fault) =>
+                [fsync_fails = $crate::disk::Fault::FsyncFails,
+                 write_fails = $crate::disk::Fault::WriteFails,
+                 disk_full = $crate::disk::Fault::DiskFull],
         );
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -303,9 +303,15 @@ impl<S: StateMachine> Driver<S> {
         if self.was_leader {
             self.shared.loss.fire();
         }
-        if let Err(e) = self.storage.sync() {
-            tracing::error!(node = %self.local_id, error = %e, "final log sync failed");
+        // After a fatal error (a failed write or fsync among them) the page
+        // cache is not to be trusted: no further sync, nothing more durable.
+        if !matches!(reason, StopReason::Fatal(_)) {
+            if let Err(e) = self.storage.sync() {
+                tracing::error!(node = %self.local_id, error = %e, "final log sync failed");
+            }
         }
+        // Only this loop writes the log; from here nothing is acknowledged.
+        self.storage.sync_counter().close();
         self.outbound.close();
         self.shared.publish_stopped(reason);
         if let Some(reply) = self.shutdown_reply.take() {
@@ -1150,9 +1156,12 @@ impl<S: StateMachine> Driver<S> {
         self.snapshot_in_progress = false;
         let bytes = match result {
             Ok(b) => b,
+            // A failed write or fsync of the data dir stops the node, as
+            // every other disk failure does (and as openraft stops on a
+            // failed snapshot): the disk is not to be trusted any more.
             Err(e) => {
-                tracing::warn!(node = %self.local_id, index = meta.index, error = %e, "snapshot write failed; retrying later");
-                return Ok(());
+                tracing::error!(node = %self.local_id, index = meta.index, error = %e, "snapshot write failed; stopping");
+                return Err(e);
             }
         };
         if meta.index <= self.last_snapshot_index {

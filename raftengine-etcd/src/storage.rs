@@ -389,8 +389,7 @@ impl RaftStorage {
             hs.commit = last.index;
             put_message(&mut batch, KEY_HARD_STATE, &hs, "hard state")?;
         }
-        self.engine
-            .write(&mut batch, true)
+        raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("write initial state", e))?;
         let identity = data_dir.join(IDENTITY_FILE);
         raftengine_kit::durable::write_file(&identity, local_id.as_bytes())
@@ -423,8 +422,7 @@ impl RaftStorage {
         if let Some(hs) = hard_state {
             put_message(&mut batch, KEY_HARD_STATE, hs, "hard state")?;
         }
-        self.engine
-            .write(&mut batch, sync)
+        raftengine_kit::raft_log::write(&self.engine, &mut batch, sync)
             .map_err(|e| storage_err("write raft log", e))?;
         if !entries.is_empty() || hard_state.is_some() {
             let mut c = self.lock();
@@ -490,8 +488,7 @@ impl RaftStorage {
     pub(crate) fn record_snapshot(&self, meta: &SnapshotMetadata, data: &[u8]) -> Result<()> {
         let mut batch = LogBatch::default();
         put_snapshot(&mut batch, meta, data)?;
-        self.engine
-            .write(&mut batch, true)
+        raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("write snapshot metadata", e))?;
         {
             let mut c = self.lock();
@@ -522,8 +519,7 @@ impl RaftStorage {
             "truncation record",
         )?;
         batch.add_command(GROUP, Command::Compact { index: index + 1 });
-        self.engine
-            .write(&mut batch, true)
+        raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("write compaction", e))?;
         {
             let mut c = self.lock();
@@ -568,8 +564,7 @@ impl RaftStorage {
         }
         hard_state.commit = hard_state.commit.max(meta.index);
         put_message(&mut batch, KEY_HARD_STATE, &hard_state, "hard state")?;
-        self.engine
-            .write(&mut batch, true)
+        raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("install snapshot", e))?;
         let mut c = self.lock();
         c.snapshot = meta.clone();

@@ -8,6 +8,8 @@
 //!   it and then reports entries durable has acknowledged writes that only
 //!   reached the page cache. [`sync`] here writes a one-key batch with
 //!   `sync = true`, which does reach `fdatasync`.
+//! * The first log file, created when an empty log is opened, is not made
+//!   durable in its directory; [`open`] syncs the directory after opening.
 //! * Every fsync raft-engine does on its log files goes through the
 //!   `Handle::sync` of its [`FileSystem`]. [`CountingFileSystem`] wraps the
 //!   default one and counts those calls in a [`SyncCounter`], so a backend
@@ -18,7 +20,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raft_engine::env::{DefaultFileSystem, FileSystem, Handle, Permission};
@@ -30,24 +32,43 @@ pub type LogEngine = raft_engine::Engine<CountingFileSystem>;
 /// The key [`sync`] writes. Backends must not use it for their own data.
 pub const SYNC_KEY: &[u8] = b"__raftengine_sync";
 
-/// How many fsyncs of log files have completed. Cheap to clone; clones
-/// share the count.
+/// How many fsyncs of log files have completed, and whether the log is
+/// closed. Cheap to clone; clones share the state.
 #[derive(Debug, Clone, Default)]
-pub struct SyncCounter(Arc<AtomicU64>);
+pub struct SyncCounter {
+    syncs: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+}
 
 impl SyncCounter {
-    /// A counter at zero.
+    /// A counter at zero, log open.
     pub fn new() -> Self {
         SyncCounter::default()
     }
 
     /// Fsyncs completed so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.syncs.load(Ordering::Relaxed)
     }
 
     fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the log closed: its writer has stopped and nothing written
+    /// from now on can be acknowledged. raft-engine 0.4.2 syncs the active
+    /// files again when the engine is dropped and panics if that fails; on
+    /// a failed disk the second pipe's destructor then panics during the
+    /// first one's unwinding, which aborts the whole process. Once closed,
+    /// a failed fsync is logged instead of returned, so dropping the engine
+    /// after a disk failure is safe. Call it when the writer stops, before
+    /// the engine may be dropped.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -89,9 +110,18 @@ impl Handle for CountedHandle {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.inner.sync()?;
-        self.syncs.add();
-        Ok(())
+        match self.inner.sync() {
+            Ok(()) => {
+                self.syncs.add();
+                Ok(())
+            }
+            // Only destructors sync a closed log (see `SyncCounter::close`).
+            Err(e) if self.syncs.is_closed() => {
+                tracing::warn!(error = %e, "fsync of a closed raft log failed");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -161,10 +191,54 @@ pub fn open(cfg: &Config, syncs: SyncCounter, lock_wait: Duration) -> io::Result
                     cfg.dir
                 )));
             }
-            Ok(engine) => return Ok(engine),
+            Ok(engine) => {
+                // raft-engine 0.4.2 creates the first file of an empty log
+                // at open without syncing the directory, so after a power
+                // cut the log could vanish while what was written to it had
+                // been synced (found by the suite's power-cut disk).
+                crate::durable::sync_dir(Path::new(&cfg.dir))?;
+                return Ok(engine);
+            }
         }
     }
 }
+
+/// Writes `batch`, fsynced when `sync`, and turns raft-engine's panic on a
+/// failed fsync (0.4.2 calls `expect("pipe::sync()")` there) into an error,
+/// so that a backend can fail closed with a typed error instead of losing
+/// the thread that wrote.
+///
+/// # Errors
+///
+/// The write or the fsync failed. The log must not be written again: after
+/// a failed fsync the page cache can no longer be trusted to reach the
+/// disk, and raft-engine's own state may be half-updated.
+pub fn write(engine: &LogEngine, batch: &mut LogBatch, sync: bool) -> Result<(), WriteError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.write(batch, sync))) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(WriteError(e.to_string())),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(WriteError(format!("raft-engine failed: {what}")))
+        }
+    }
+}
+
+/// A failed [`write`] or [`sync`] of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteError(pub String);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft log write failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// Makes everything written to `engine` so far durable: writes
 /// [`SYNC_KEY`] in `group` with `sync = true`, which fdatasyncs the active
@@ -172,14 +246,13 @@ pub fn open(cfg: &Config, syncs: SyncCounter, lock_wait: Duration) -> io::Result
 ///
 /// # Errors
 ///
-/// The write or the fsync failed. raft-engine 0.4.2 panics on a failed
-/// fsync instead of returning it; callers that must fail closed run this
-/// under `catch_unwind` or on a thread whose panic stops the node.
-pub fn sync(engine: &LogEngine, group: u64) -> raft_engine::Result<()> {
+/// As [`write`].
+pub fn sync(engine: &LogEngine, group: u64) -> Result<(), WriteError> {
     let mut batch = LogBatch::default();
-    batch.put(group, SYNC_KEY.to_vec(), Vec::new())?;
-    engine.write(&mut batch, true)?;
-    Ok(())
+    batch
+        .put(group, SYNC_KEY.to_vec(), Vec::new())
+        .map_err(|e| WriteError(e.to_string()))?;
+    write(engine, &mut batch, true)
 }
 
 #[cfg(test)]

@@ -317,9 +317,8 @@ impl LogStore {
                 batch
                     .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
                     .map_err(|e| engine_err("record node id", e))?;
-                engine
-                    .write(&mut batch, true)
-                    .map_err(|e| engine_err("record node id", e))?;
+                raftengine_kit::raft_log::write(&engine, &mut batch, true)
+                    .map_err(io::Error::other)?;
                 raftengine_kit::durable::write_file(
                     &data_dir.join(IDENTITY_FILE),
                     local_id.as_bytes(),
@@ -372,9 +371,14 @@ impl LogStore {
             written: mark,
             pending: mark,
         };
+        let closing = syncs.clone();
         std::thread::Builder::new()
             .name(format!("raft-log-{local_id}"))
-            .spawn(move || write_loop(&thread_engine, rx, marks))?;
+            .spawn(move || {
+                write_loop(&thread_engine, rx, marks);
+                // Nothing is written or acknowledged after this.
+                closing.close();
+            })?;
         let store = LogStore {
             inner: Arc::new(Inner {
                 engine,
@@ -555,23 +559,6 @@ impl LogStore {
     }
 }
 
-/// Runs one write, turning raft-engine's panic on a failed fsync
-/// (`expect("pipe::sync()")` in 0.4.2) into an error.
-fn write_batch(engine: &LogEngine, batch: &mut LogBatch, sync: bool) -> Result<(), String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.write(batch, sync))) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("write raft log: {e}")),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("panic");
-            Err(format!("write raft log: raft-engine failed: {what}"))
-        }
-    }
-}
-
 fn complete_all(callbacks: &mut Vec<IOFlushed<TypeConfig>>, result: &Result<(), String>) {
     for cb in callbacks.drain(..) {
         cb.io_completed(result.clone().map_err(io::Error::other));
@@ -617,7 +604,9 @@ fn write_loop(engine: &Arc<LogEngine>, mut rx: mpsc::Receiver<Command>, mut mark
                     let sync = sync
                         || (Some(i) == last_write && (flushed.is_some() || !unsynced.is_empty()));
                     marks.before(&mark);
-                    match write_batch(engine, &mut batch, sync) {
+                    match raftengine_kit::raft_log::write(engine, &mut batch, sync)
+                        .map_err(|e| e.to_string())
+                    {
                         Ok(()) => {
                             marks.after_write(&mark);
                             let _ = written.send(Ok(()));
