@@ -238,6 +238,25 @@ fn peer_info(p: &Peer) -> LeaderInfo {
     }
 }
 
+/// Runs a call into openraft's API with its panics contained.
+///
+/// openraft 0.10.0-alpha.37 can panic in its API once the core has stopped
+/// (after a fatal storage error, say): a caller waiting for the stopped
+/// core that is dropped mid-wait leaves the core's join state half-done,
+/// the next caller hits `unreachable!("RaftCore should have already
+/// quit")` while holding a lock, and every later call panics on the
+/// poisoned lock. Found by the power-cut cases (callers time out and drop
+/// their futures). Such a panic only ever means the core is gone, so it is
+/// answered as [`Error::Shutdown`] instead of unwinding into the
+/// application's task.
+pub(crate) async fn contained<T>(call: impl std::future::Future<Output = T>) -> Result<T> {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .map_err(|_| Error::Shutdown)
+}
+
 /// A call that found openraft stopped. A fatal stop (a failed write or
 /// fsync) is a stop like any other to the caller: the node takes no more
 /// requests, and `stopped()` tells why. Both backends answer it so.
@@ -358,7 +377,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
         };
         tokio::select! {
             biased;
-            r = write => Ok(r),
+            r = contained(write) => r,
             _ = lost => Err(Error::OutcomeUnknown {
                 reason: "leadership was lost while the entry was in flight".into(),
             }),
@@ -419,16 +438,17 @@ impl<S: StateMachine> OpenraftEngine<S> {
         if self.sample().state != State::Leader {
             return Err(self.not_leader());
         }
-        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let read = contained(self.raft.ensure_linearizable(ReadPolicy::ReadIndex));
         match tokio::time::timeout(self.cfg.read_timeout, read).await {
-            Ok(Ok(read_log_id)) => Ok(read_log_id.index()),
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+            Ok(Err(stopped)) => Err(stopped),
+            Ok(Ok(Ok(read_log_id))) => Ok(read_log_id.index()),
+            Ok(Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))))) => {
                 Err(self.forward(&f))
             }
-            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) => {
+            Ok(Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))))) => {
                 Err(Error::NotLeader { leader: None })
             }
-            Ok(Err(RaftError::Fatal(f))) => Err(fatal_error(&f)),
+            Ok(Ok(Err(RaftError::Fatal(f)))) => Err(fatal_error(&f)),
             Err(_) => Err(Error::NotLeader { leader: None }),
         }
     }
@@ -556,10 +576,8 @@ impl<S: StateMachine> OpenraftEngine<S> {
     }
 
     async fn await_transfer(&self, nid: u64, name: &str) -> Result<()> {
-        self.raft
-            .trigger()
-            .transfer_leader(nid)
-            .await
+        contained(self.raft.trigger().transfer_leader(nid))
+            .await?
             .map_err(|e| fatal_error(&e))?;
         // openraft only enqueues the transfer; success is the target leading.
         let deadline = tokio::time::Instant::now() + self.cfg.transfer_timeout;
@@ -881,7 +899,8 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         let result = if self.stopped_reason().is_some() {
             Ok(())
         } else {
-            self.raft.shutdown().await
+            // A panic inside means the core was already gone: stopped.
+            contained(self.raft.shutdown()).await.unwrap_or(Ok(()))
         };
         for t in self
             .tasks
@@ -929,7 +948,7 @@ impl<S: StateMachine> Drop for OpenraftEngine<S> {
             let raft = self.raft.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = raft.shutdown().await;
+                    let _ = contained(raft.shutdown()).await;
                 });
             }
         }
@@ -954,7 +973,7 @@ pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Wa
         let _change_done = watched.membership_gate.lock().await;
         watched.stop_once(StopReason::Removed);
         watched.epoch.send_replace(Epoch::default());
-        if let Err(e) = raft.shutdown().await {
+        if let Ok(Err(e)) = contained(raft.shutdown()).await {
             tracing::warn!(error = %e, "stopping a removed node");
         }
     });

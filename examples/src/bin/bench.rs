@@ -92,6 +92,13 @@ struct Row {
     /// compares engines' efficiency and shows what replication costs.
     #[serde(skip_serializing_if = "Option::is_none")]
     cpu_us_per_op: Option<f64>,
+    /// Log fsyncs per acknowledged write per replica, write rows only:
+    /// the growth of every node's `Status::log_syncs` (counted where the
+    /// backend calls fdatasync) divided by writes × nodes. At most 1 at
+    /// one client; well under 1 when group commit batches; 0 would mean
+    /// writes acknowledged without an fsync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fsyncs_per_write: Option<f64>,
     peak_rss_mib: f64,
     /// Keys in the state a new learner had to catch up on
     /// (`learner_catch_up` rows; their ops/s is keys per second and p50 the
@@ -204,6 +211,15 @@ struct Cluster<F: Factory> {
 }
 
 impl<F: Factory> Cluster<F> {
+    /// Log fsyncs of every running node so far (`Status::log_syncs`).
+    fn log_syncs(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.engine.as_ref())
+            .map(|e| e.status().log_syncs)
+            .sum()
+    }
+
     async fn start(factory: F, n: usize, root: &Path) -> Self {
         let mut listeners = Vec::new();
         let mut peers = Vec::new();
@@ -351,6 +367,8 @@ impl<F: Factory> Cluster<F> {
 
 /// What one load row measured.
 struct Measured {
+    /// Operations that completed successfully.
+    completed: u64,
     ops_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
@@ -394,6 +412,7 @@ where
     let secs = started.elapsed().as_secs_f64();
     let completed = all.len();
     Measured {
+        completed,
         ops_per_sec: completed as f64 / secs,
         p50_us: all.value_at_quantile(0.5) as f64,
         p99_us: all.value_at_quantile(0.99) as f64,
@@ -456,6 +475,7 @@ async fn run_engine<F: Factory + Clone>(
         p99_us: p99,
         ratio_to_physical_limit: write.then(|| ops / limit(clients)),
         cpu_us_per_op: None,
+        fsyncs_per_write: None,
         peak_rss_mib: peak_rss_mib(),
         state_keys: None,
     };
@@ -484,12 +504,16 @@ async fn run_engine<F: Factory + Clone>(
     for &clients in &args.clients {
         ctx.step(format!("[{name}] write, {clients} clients"));
         let (e2, p) = (e.clone(), payload.clone());
+        let syncs = cluster.log_syncs();
         let r = load(clients, dur, move |c, n| {
             let (e, data) = (e2.clone(), put(format!("k{c}-{}", n % 1024).as_bytes(), &p));
             async move { e.propose(data).await.is_ok() }
         })
         .await;
-        rows.push(measured("write", args.nodes, clients, r, true));
+        let per_write = fsyncs_per_write(cluster.log_syncs() - syncs, r.completed, args.nodes);
+        let mut row = measured("write", args.nodes, clients, r, true);
+        row.fsyncs_per_write = per_write;
+        rows.push(row);
     }
     ctx.step(format!(
         "[{name}] linearizable reads, {} clients",
@@ -608,13 +632,22 @@ async fn run_engine<F: Factory + Clone>(
     let single = Cluster::start(factory, 1, &ctx.root.join(format!("{name}-1"))).await;
     let e = single.engine(single.leader().await);
     let p = payload.clone();
+    let syncs = single.log_syncs();
     let r = load(args.read_clients, dur, move |c, n| {
         let (e, data) = (e.clone(), put(format!("k{c}-{}", n % 1024).as_bytes(), &p));
         async move { e.propose(data).await.is_ok() }
     })
     .await;
-    rows.push(measured("write", 1, args.read_clients, r, true));
+    let per_write = fsyncs_per_write(single.log_syncs() - syncs, r.completed, 1);
+    let mut row = measured("write", 1, args.read_clients, r, true);
+    row.fsyncs_per_write = per_write;
+    rows.push(row);
     single.shutdown().await;
+}
+
+/// Log fsyncs per acknowledged write per replica (see `Row`).
+fn fsyncs_per_write(syncs: u64, writes: u64, nodes: usize) -> Option<f64> {
+    (writes > 0).then(|| syncs as f64 / (writes as f64 * nodes as f64))
 }
 
 /// Draws write throughput against clients, one line per engine.
@@ -680,12 +713,12 @@ fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
         machine.cores, machine.fsync_p50_us, machine.loopback_rtt_p50_us
     );
     println!(
-        "| engine | workload | nodes | clients | ops/s | p50 µs | p99 µs | vs physical limit | CPU µs/op | peak RSS MiB |"
+        "| engine | workload | nodes | clients | ops/s | p50 µs | p99 µs | vs physical limit | CPU µs/op | fsyncs/write | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {:.0} |",
             r.engine,
             r.workload,
             r.nodes,
@@ -698,6 +731,9 @@ fn print_table(machine: &Machine, rows: &[Row], not_run: &[String]) {
                 .unwrap_or_else(|| "-".into()),
             r.cpu_us_per_op
                 .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            r.fsyncs_per_write
+                .map(|x| format!("{x:.3}"))
                 .unwrap_or_else(|| "-".into()),
             r.peak_rss_mib
         );

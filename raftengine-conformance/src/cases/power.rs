@@ -189,10 +189,11 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
         let index = wait_for(
             &format!("seed {seed}, round {round}: a marker write"),
             || async {
-                c.nodes[l]
-                    .try_engine()?
-                    .propose(put(&marker, ""))
+                let e = c.nodes[l].try_engine()?;
+                let write = e.propose(put(&marker, ""));
+                tokio::time::timeout(Duration::from_secs(5), write)
                     .await
+                    .ok()?
                     .ok()
             },
         )
@@ -224,7 +225,12 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
     // Converge: one more write, applied everywhere.
     let l = c.wait_leader().await;
     let last = wait_for("a final write", || async {
-        c.engine(l).propose(put("final", "1")).await.ok()
+        let e = c.engine(l);
+        let write = e.propose(put("final", "1"));
+        tokio::time::timeout(Duration::from_secs(5), write)
+            .await
+            .ok()?
+            .ok()
     })
     .await
     .commit_index;
@@ -363,7 +369,12 @@ pub async fn disk_faults_stop_the_node_closed<F: Factory>(factory: F, fault: Fau
         .unwrap_or_else(|err| panic!("{fault:?}: restart after the disk fault: {}", chain(&err)));
     let l = c.wait_leader().await;
     let index = wait_for("a write after the restart", || async {
-        c.engine(l).propose(put("restarted", "v")).await.ok()
+        let e = c.engine(l);
+        let write = e.propose(put("restarted", "v"));
+        tokio::time::timeout(Duration::from_secs(5), write)
+            .await
+            .ok()?
+            .ok()
     })
     .await
     .commit_index;
