@@ -300,8 +300,9 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
 /// disk is full) stops the node closed: it stops with
 /// `StopReason::Fatal`, every proposal caught by the failure gets
 /// `OutcomeUnknown` (it may have been appended) or `Shutdown` (it was not),
-/// nothing issued after the disk first refused an I/O is acknowledged,
-/// later calls get `Shutdown`, and after a power cycle (the failed writes
+/// nothing issued after the disk first refused an I/O is acknowledged (on a
+/// full disk, at most three writes already queued when a file beside the
+/// log was refused), later calls get `Shutdown`, and after a power cycle (the failed writes
 /// never reached the disk) the node restarts with every write it had
 /// acknowledged. One node, so that its own disk is the only way to commit.
 pub async fn disk_faults_stop_the_node_closed<F: Factory>(factory: F, fault: Fault) {
@@ -320,6 +321,16 @@ pub async fn disk_faults_stop_the_node_closed<F: Factory>(factory: F, fault: Fau
     // preallocated steps), so keep writing until the node stops.
     let deadline = Instant::now() + WAIT;
     let mut seq = 0u64;
+    // With a failing fsync or write, every write after the first refusal
+    // fails too, so nothing issued after it can be acknowledged. A full
+    // disk refuses only what needs new space: the refused write may be a
+    // snapshot file's, written beside the log, and the node learns of it
+    // a moment later; the log's own writes into preallocated space still
+    // succeed meanwhile. So the node may acknowledge a few writes it had
+    // already queued, not more (a backend that kept going would run on
+    // until the log itself had to grow: thousands of writes).
+    let slack = if fault == Fault::DiskFull { 3 } else { 0 };
+    let mut acked_after_refusal = 0u32;
     let reason = loop {
         if let Ok(reason) = tokio::time::timeout(Duration::ZERO, e.stopped()).await {
             break reason;
@@ -334,11 +345,14 @@ pub async fn disk_faults_stop_the_node_closed<F: Factory>(factory: F, fault: Fau
         let key = format!("after-{seq}");
         match tokio::time::timeout(WAIT, e.propose(put(&key, "v"))).await {
             Ok(Ok(_)) => {
-                assert_eq!(
-                    refused_before, 0,
+                if refused_before > 0 {
+                    acked_after_refusal += 1;
+                }
+                assert!(
+                    acked_after_refusal <= slack,
                     "{fault:?}: {key} was acknowledged although the disk had already refused \
-                     {refused_before} I/O calls (nothing may be acknowledged after a failed \
-                     write or fsync)"
+                     {refused_before} I/O calls ({acked_after_refusal} acknowledged since; \
+                     nothing may be acknowledged after a failed write or fsync)"
                 );
                 acked.push(key);
             }
