@@ -286,11 +286,7 @@ impl<S: StateMachine> Driver<S> {
                 StopReason::Fatal(e.to_string())
             }
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
+                let what = raftengine_kit::panic_message(panic.as_ref());
                 tracing::error!(node = %self.local_id, panic = what, "raft loop panicked; node stopped");
                 StopReason::Fatal(format!("raft loop panicked: {what}"))
             }

@@ -18,3 +18,13 @@ pub mod raft_log;
 pub mod snapshot_dir;
 
 pub use snapshot_dir::SnapshotDir;
+
+/// The message of a caught panic (`catch_unwind`'s payload), or
+/// `"unknown panic"` when it carries neither a `String` nor a `&str`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+}

@@ -217,14 +217,10 @@ pub fn write(engine: &LogEngine, batch: &mut LogBatch, sync: bool) -> Result<(),
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.write(batch, sync))) {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(WriteError(e.to_string())),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("panic");
-            Err(WriteError(format!("raft-engine failed: {what}")))
-        }
+        Err(panic) => Err(WriteError(format!(
+            "raft-engine failed: {}",
+            crate::panic_message(panic.as_ref())
+        ))),
     }
 }
 

@@ -76,6 +76,24 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Writes `key` through node `l` (retrying each attempt for at most 5 s,
+/// until the deadline) and returns its commit index.
+async fn write_through<F: Factory>(c: &Cluster<F>, l: usize, key: &str) -> u64 {
+    wait_for(
+        &format!("the write {key} through {}", c.nodes[l].id),
+        || async {
+            let e = c.nodes[l].try_engine()?;
+            let write = e.propose(put(key, "v"));
+            tokio::time::timeout(Duration::from_secs(5), write)
+                .await
+                .ok()?
+                .ok()
+        },
+    )
+    .await
+    .commit_index
+}
+
 fn leader_engine<F: Factory>(c: &Cluster<F>) -> Option<KvEngine> {
     c.nodes
         .iter()
@@ -185,20 +203,7 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
         // Every write acknowledged before the cut is still there: read
         // through the leader's state once it applied a write of its own.
         let l = c.wait_leader().await;
-        let marker = format!("round-{round}");
-        let index = wait_for(
-            &format!("seed {seed}, round {round}: a marker write"),
-            || async {
-                let e = c.nodes[l].try_engine()?;
-                let write = e.propose(put(&marker, ""));
-                tokio::time::timeout(Duration::from_secs(5), write)
-                    .await
-                    .ok()?
-                    .ok()
-            },
-        )
-        .await
-        .commit_index;
+        let index = write_through(&c, l, &format!("round-{round}")).await;
         c.wait_applied(l, index).await;
         let state = c.nodes[l].kv.lock();
         let lost: Vec<String> = acked_at_cut
@@ -224,16 +229,7 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
 
     // Converge: one more write, applied everywhere.
     let l = c.wait_leader().await;
-    let last = wait_for("a final write", || async {
-        let e = c.engine(l);
-        let write = e.propose(put("final", "1"));
-        tokio::time::timeout(Duration::from_secs(5), write)
-            .await
-            .ok()?
-            .ok()
-    })
-    .await
-    .commit_index;
+    let last = write_through(&c, l, "final").await;
     for i in 0..n {
         c.wait_applied(i, last).await;
     }
@@ -382,16 +378,7 @@ pub async fn disk_faults_stop_the_node_closed<F: Factory>(factory: F, fault: Fau
         .await
         .unwrap_or_else(|err| panic!("{fault:?}: restart after the disk fault: {}", chain(&err)));
     let l = c.wait_leader().await;
-    let index = wait_for("a write after the restart", || async {
-        let e = c.engine(l);
-        let write = e.propose(put("restarted", "v"));
-        tokio::time::timeout(Duration::from_secs(5), write)
-            .await
-            .ok()?
-            .ok()
-    })
-    .await
-    .commit_index;
+    let index = write_through(&c, l, "restarted").await;
     c.wait_applied(0, index).await;
     for key in &acked {
         assert_eq!(

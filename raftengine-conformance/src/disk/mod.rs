@@ -210,6 +210,13 @@ impl PowerCutFs {
         }
     }
 
+    fn attr(result: Res<FileAttr>, reply: ReplyAttr) {
+        match result {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn empty(result: Res<()>, reply: ReplyEmpty) {
         match result {
             Ok(()) => reply.ok(),
@@ -232,11 +239,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let s = self.state();
-        match attr(&s, ino.0) {
-            Ok(a) => reply.attr(&TTL, &a),
-            Err(e) => reply.error(errno(e)),
-        }
+        Self::attr(attr(&self.state(), ino.0), reply);
     }
 
     fn setattr(
@@ -268,10 +271,7 @@ impl Filesystem for PowerCutFs {
             }
             attr(&s, ino.0)
         })();
-        match result {
-            Ok(a) => reply.attr(&TTL, &a),
-            Err(e) => reply.error(errno(e)),
-        }
+        Self::attr(result, reply);
     }
 
     fn mkdir(
