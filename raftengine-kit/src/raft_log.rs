@@ -224,7 +224,7 @@ pub fn write(engine: &LogEngine, batch: &mut LogBatch, sync: bool) -> Result<(),
     }
 }
 
-/// A failed [`write`] or [`sync`] of the log.
+/// A failed [`write()`] or [`sync()`] of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteError(pub String);
 
@@ -242,7 +242,7 @@ impl std::error::Error for WriteError {}
 ///
 /// # Errors
 ///
-/// As [`write`].
+/// As [`write()`].
 pub fn sync(engine: &LogEngine, group: u64) -> Result<(), WriteError> {
     let mut batch = LogBatch::default();
     batch
