@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
             membership::transfer_to_any_voter,
             membership::join_as_learner_alarm_fires_when_added_as_voter,
             membership::removed_nodes_stop,
+            membership::an_answered_change_is_visible_to_the_next_call,
             partitions::rejoining_node_does_not_disrupt_the_leader,
             partitions::progress_continues_under_flapping_links,
             partitions::leadership_callbacks_fire_on_isolation,

@@ -488,7 +488,38 @@ impl<S: StateMachine> OpenraftEngine<S> {
         let resp = self
             .guarded(self.raft.change_membership(change, retain))
             .await?;
-        Ok(resp.log_id.index)
+        let index = resp.log_id.index;
+        self.await_membership_visible(index).await;
+        Ok(index)
+    }
+
+    /// openraft answers a membership change once it committed, but the
+    /// metrics the next admin call's preflight reads can still show it
+    /// uncommitted, and that call would then be refused with
+    /// `ConfChangePending` for a change the caller was told is done (a
+    /// flake seen in CI, issue #13). Wait — still holding the gate, bounded
+    /// by one election timeout — until the metrics show configuration
+    /// `index` committed, or this node stops leading.
+    async fn await_membership_visible(&self, index: Index) {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.cfg.election_timeout_max;
+        loop {
+            let s = self.sample();
+            let shown = s.membership.log_id().map_or(0, |l| l.index) >= index;
+            if s.state != State::Leader || (shown && s.membership_committed) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    index,
+                    "committed membership change not yet visible in metrics"
+                );
+                return;
+            }
+        }
     }
 
     fn check_id(&self, membership: &StoredMembership, id: &str) -> Result<u64> {
@@ -842,7 +873,7 @@ impl<S: StateMachine> ConfigReader for OpenraftEngine<S> {
             return Err(Error::Shutdown);
         }
         let s = self.sample();
-        let servers = s
+        let mut servers: Vec<Server> = s
             .membership
             .nodes()
             .map(|(nid, p)| {
@@ -854,6 +885,9 @@ impl<S: StateMachine> ConfigReader for OpenraftEngine<S> {
                 }
             })
             .collect();
+        // openraft keys members by numeric id (a hash of the string id);
+        // the contract orders them by the string id.
+        servers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Configuration {
             index: s.membership.log_id().map_or(0, |l| l.index),
             servers,

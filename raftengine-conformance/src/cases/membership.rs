@@ -471,3 +471,39 @@ pub async fn removed_nodes_stop<F: Factory>(factory: F) {
     c.wait_applied(other, w.commit_index).await;
     c.shutdown().await;
 }
+
+/// A membership change the engine has answered is visible to the very next
+/// admin call: `pending_conf_change` is false, the configuration is at the
+/// returned index, and a change conditioned on that index is not refused
+/// with `ConfChangePending` or `ConfigIndexMismatch` (DESIGN §4.4; a flake
+/// of issue #13: openraft's metrics could lag a change it had reported
+/// committed).
+pub async fn an_answered_change_is_visible_to_the_next_call<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    for k in 0..5 {
+        // Removed learners stop themselves: the voters are 0..3.
+        let l = c.wait_leader_among(&[0, 1, 2]).await;
+        let id = format!("l{k}");
+        let (_, index) = c.add_learner_node(l, &id).await;
+        let e = c.engine(l);
+        let status = e.status();
+        if status.state != State::Leader {
+            continue; // leadership moved meanwhile: nothing to check
+        }
+        assert!(
+            !status.pending_conf_change && status.configuration_index >= index,
+            "right after add_learner({id}) answered {index}: pending_conf_change {}, \
+             configuration index {}",
+            status.pending_conf_change,
+            status.configuration_index
+        );
+        match e.remove_server(&id, Some(index)).await {
+            Ok(next) => assert!(next > index),
+            Err(Error::NotLeader { .. } | Error::LeadershipLost) => {}
+            Err(other) => {
+                panic!("removing {id} right after its addition answered index {index}: {other}")
+            }
+        }
+    }
+    c.shutdown().await;
+}

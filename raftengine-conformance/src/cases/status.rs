@@ -37,12 +37,18 @@ pub async fn status_reports_leader_and_follower_fields<F: Factory>(factory: F) {
     c.shutdown().await;
 }
 
-/// The configuration lists every voter with its address.
+/// The configuration lists every voter with its address, sorted by id.
 pub async fn configuration_lists_voters_with_addresses<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
     let conf = c.engine(l).configuration().await.expect("configuration");
     assert_eq!(conf.servers.len(), 3);
+    let ids: Vec<&str> = conf.servers.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["n1", "n2", "n3"],
+        "Configuration::servers must be sorted by id"
+    );
     for n in &c.nodes {
         let s = conf
             .server(&n.id)
