@@ -183,21 +183,23 @@ fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_loses_only_the_unfinished_batch() {
     let dir = tempfile::tempdir().unwrap();
-    {
+    let (first_end, second_end) = {
         let mut s = open(dir.path()).await;
         s.blocking_append((0..20).map(|i| entry(1, i)))
             .await
             .unwrap();
+        // raft-engine preallocates: the data ends at the last non-zero byte.
+        let first_end = data_end(&log_files(dir.path()).pop().unwrap());
         s.blocking_append((20..40).map(|i| entry(1, i)))
             .await
             .unwrap();
-    }
+        (first_end, data_end(&log_files(dir.path()).pop().unwrap()))
+    };
     let file = log_files(dir.path()).pop().unwrap();
-    // Cut into the middle of the last batch, as a crash during write would
-    // (raft-engine preallocates: the data ends at the last non-zero byte).
-    let end = data_end(&file);
+    // Cut into the middle of what the second append wrote (its entries and
+    // the record that carried its fsync), as a crash during it would.
     let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    f.set_len(end - 40).unwrap();
+    f.set_len(first_end + (second_end - first_end) / 2).unwrap();
     drop(f);
     // The crash also happened before the batch was acknowledged, so the
     // watermark never claimed it.
