@@ -472,6 +472,19 @@ impl<F: Factory> Cluster<F> {
         for &i in victims {
             self.stop_failed(i).await;
         }
+        // A process that loses power leaves nothing running. In-process,
+        // a stopped engine's threads may still hold its files for a moment;
+        // the disk must not come back while they do (they would write into
+        // it, and raft-engine's lock file may be one of the names the cut
+        // took, so a new instance would not even be kept out).
+        for &i in victims {
+            let disk = self.disk(i);
+            wait_for(
+                &format!("{} to close every file after it stopped", self.nodes[i].id),
+                || async { (disk.stats().open_files == 0).then_some(()) },
+            )
+            .await;
+        }
         for &i in victims {
             let loss = match loss {
                 TailLoss::All => TailLoss::All,

@@ -321,7 +321,10 @@ impl Filesystem for PowerCutFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let mut s = self.state();
         match s.powered().and_then(|()| s.node(ino.0).map(|_| ())) {
-            Ok(()) => reply.opened(FileHandle(0), OPEN_FLAGS),
+            Ok(()) => {
+                s.stats.open_files += 1;
+                reply.opened(FileHandle(0), OPEN_FLAGS);
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -341,7 +344,10 @@ impl Filesystem for PowerCutFs {
             .create(parent.0, name, false, (mode & !umask & 0o7777) as u16)
             .and_then(|ino| attr(&s, ino));
         match result {
-            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), OPEN_FLAGS),
+            Ok(a) => {
+                s.stats.open_files += 1;
+                reply.created(&TTL, &a, Generation(0), FileHandle(0), OPEN_FLAGS);
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -379,6 +385,21 @@ impl Filesystem for PowerCutFs {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut s = self.state();
+        s.stats.open_files = s.stats.open_files.saturating_sub(1);
+        reply.ok();
     }
 
     fn flush(

@@ -120,6 +120,10 @@ pub struct DiskStats {
     pub dir_syncs: u64,
     /// Calls refused because of an injected fault or a cut.
     pub refused: u64,
+    /// Files open right now (opened or created, not yet released by the
+    /// kernel). A stopped node must have closed all of its files: a
+    /// process that loses power has none left.
+    pub open_files: u64,
 }
 
 #[derive(Debug)]
