@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             membership::join_as_learner_alarm_fires_when_added_as_voter,
             membership::removed_nodes_stop,
             membership::an_answered_change_is_visible_to_the_next_call,
+            membership::re_adding_a_member_changes_nothing,
             partitions::rejoining_node_does_not_disrupt_the_leader,
             partitions::progress_continues_under_flapping_links,
             partitions::leadership_callbacks_fire_on_isolation,

@@ -527,14 +527,18 @@ impl<S: StateMachine> Driver<S> {
                 return;
             }
         }
-        let built = match self.build_change(&change) {
-            Ok(b) => b,
+        let (single, context) = match self.build_change(&change) {
+            Ok(Some(b)) => b,
+            // Already so: nothing to propose (a retry after OutcomeUnknown).
+            Ok(None) => {
+                let _ = reply.send(Ok(self.conf_index));
+                return;
+            }
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        let (single, context) = built;
         let mut cc = ConfChangeV2::default();
         cc.set_changes(vec![single].into());
         cc.set_context(context.clone().into());
@@ -554,7 +558,12 @@ impl<S: StateMachine> Driver<S> {
         self.conf_waiters.insert(after, (self.raw.raft.term, reply));
     }
 
-    fn build_change(&self, change: &MembershipChange) -> Result<(ConfChangeSingle, Vec<u8>)> {
+    /// The change to propose, or `None` when the membership already is what
+    /// `change` asks for.
+    fn build_change(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Option<(ConfChangeSingle, Vec<u8>)>> {
         let single = |id: u64, ty: ConfChangeType| {
             let mut s = ConfChangeSingle::default();
             s.node_id = id;
@@ -563,26 +572,35 @@ impl<S: StateMachine> Driver<S> {
         };
         let collision = |id: &str| -> Result<u64> {
             let rid = raft_id(id);
+            raftengine_kit::member::check_numeric_id_free(
+                id,
+                self.addresses.get(&rid).map(|m| m.id.as_str()),
+            )?;
+            Ok(rid)
+        };
+        // Re-adding a member in the role it has, at the address it has, is
+        // a no-op; at another address it is refused (addresses change only
+        // by removing and re-adding).
+        let same_address = |rid: u64, id: &str, address: &str| -> Result<()> {
             match self.addresses.get(&rid) {
-                Some(m) if m.id != id => Err(Error::failed_precondition(format!(
-                    "node id {id:?} maps to the same raft id as member {:?}; choose another id",
-                    m.id
+                Some(m) if m.address != address => Err(Error::failed_precondition(format!(
+                    "{id} is a member at {:?}, not {address:?}; remove it first to move it",
+                    m.address
                 ))),
-                _ => Ok(rid),
+                _ => Ok(()),
             }
         };
         match change {
             MembershipChange::AddVoter { id, address } => {
                 let rid = collision(id)?;
                 if self.member_of(id) == Some((rid, true)) {
-                    return Err(Error::failed_precondition(format!(
-                        "{id} is already a voter"
-                    )));
+                    same_address(rid, id, address)?;
+                    return Ok(None);
                 }
-                Ok((
+                Ok(Some((
                     single(rid, ConfChangeType::AddNode),
                     encode_member(id, address),
-                ))
+                )))
             }
             MembershipChange::AddLearner { id, address } => {
                 let rid = collision(id)?;
@@ -590,13 +608,14 @@ impl<S: StateMachine> Driver<S> {
                     Some((_, true)) => Err(Error::failed_precondition(format!(
                         "{id} is a voter; removing it first is required to make it a learner"
                     ))),
-                    Some((_, false)) => Err(Error::failed_precondition(format!(
-                        "{id} is already a learner"
-                    ))),
-                    None => Ok((
+                    Some((_, false)) => {
+                        same_address(rid, id, address)?;
+                        Ok(None)
+                    }
+                    None => Ok(Some((
                         single(rid, ConfChangeType::AddLearnerNode),
                         encode_member(id, address),
-                    )),
+                    ))),
                 }
             }
             MembershipChange::Promote { id, catch_up } => {
@@ -616,10 +635,10 @@ impl<S: StateMachine> Driver<S> {
                     .get(&rid)
                     .map(|m| m.address.clone())
                     .unwrap_or_default();
-                Ok((
+                Ok(Some((
                     single(rid, ConfChangeType::AddNode),
                     encode_member(id, &address),
-                ))
+                )))
             }
             MembershipChange::Remove { id } => {
                 let Some((rid, _)) = self.member_of(id) else {
@@ -635,10 +654,10 @@ impl<S: StateMachine> Driver<S> {
                 if self.conf_state.voters.len() == 1 && self.conf_state.voters.contains(&rid) {
                     return Err(Error::failed_precondition("cannot remove the last voter"));
                 }
-                Ok((
+                Ok(Some((
                     single(rid, ConfChangeType::RemoveNode),
                     encode_member(id, ""),
-                ))
+                )))
             }
         }
     }

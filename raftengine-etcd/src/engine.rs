@@ -136,6 +136,7 @@ impl<R: Send + 'static> LeaseProvider for EtcdEngine<R> {
 #[async_trait]
 impl<R: Send + 'static> Admin for EtcdEngine<R> {
     async fn add_voter(&self, id: &str, address: &str, prev_index: Option<Index>) -> Result<Index> {
+        raftengine_kit::member::check_new(id, address)?;
         self.membership(
             MembershipChange::AddVoter {
                 id: id.to_owned(),
@@ -152,6 +153,7 @@ impl<R: Send + 'static> Admin for EtcdEngine<R> {
         address: &str,
         prev_index: Option<Index>,
     ) -> Result<Index> {
+        raftengine_kit::member::check_new(id, address)?;
         self.membership(
             MembershipChange::AddLearner {
                 id: id.to_owned(),

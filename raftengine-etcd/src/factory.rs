@@ -19,6 +19,7 @@ use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
 use raftengine::backend::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::read_thread::ReadThread;
 
 /// Capacity of the transport-failure report queue.
 const FAILURE_QUEUE: usize = 1024;
@@ -84,48 +85,83 @@ impl Factory for EtcdFactory {
         let has_peers = !config.peers.is_empty();
         let members_for_init = members.clone();
         let mut sm = config.state_machine;
+        let mut raft_cfg = raft::Config {
+            id: local_raft_id,
+            election_tick: self.config.election_tick,
+            heartbeat_tick: self.config.heartbeat_tick,
+            max_size_per_msg: self.config.max_size_per_msg,
+            max_inflight_msgs: self.config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_uncommitted_size: (self.config.max_proposal_bytes as u64).saturating_mul(64),
+            ..raft::Config::default()
+        };
         // Opening the log reads and may repair files, and restoring the
-        // snapshot reads it whole: keep both off the runtime.
-        let (opened, snapshots, base, sm) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let opened = RaftStorage::open(&data_dir, &local_id)?;
-            let snapshots = SnapshotDir::new(&data_dir)?;
-            snapshots.remove_temporaries();
-            let mut base = Base::default();
-            if !opened.existed {
-                if bootstrap {
-                    opened.storage.initialize(
-                        &data_dir,
-                        &local_id,
-                        &bootstrap_log,
-                        &members_for_init,
-                    )?;
-                } else if has_peers {
-                    opened
-                        .storage
-                        .initialize(&data_dir, &local_id, &[], &members_for_init)?;
-                } else {
-                    return Err(Error::InvalidConfig(format!(
-                        "{} holds no node, and there is neither bootstrap nor a peer list: \
-                         refusing to start a node that could only form a cluster of its own",
-                        data_dir.display()
-                    )));
+        // snapshot reads it whole: keep both off the runtime. They run on a
+        // thread of their own, not the blocking pool: raft-engine caches
+        // decoded blocks per thread, not per log, and a pool thread may
+        // have read another node's log (`raftengine_kit::read_thread`).
+        // After this, only the Raft loop's own thread reads the log.
+        let open_thread = ReadThread::spawn(&format!("raft-etcd-open-{}", config.local_id))
+            .map_err(|e| Error::Internal {
+                engine: crate::ENGINE_TYPE,
+                message: "spawn storage open thread".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let (raw, opened, snapshots, base, sm) = open_thread
+            .run(move || -> Result<_> {
+                raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
+                let opened = RaftStorage::open(&data_dir, &local_id)?;
+                let snapshots = SnapshotDir::new(&data_dir)?;
+                snapshots.remove_temporaries();
+                let mut base = Base::default();
+                if !opened.existed {
+                    if bootstrap {
+                        opened.storage.initialize(
+                            &data_dir,
+                            &local_id,
+                            &bootstrap_log,
+                            &members_for_init,
+                        )?;
+                    } else {
+                        // `check_may_start` passed: there is a peer list.
+                        opened
+                            .storage
+                            .initialize(&data_dir, &local_id, &[], &members_for_init)?;
+                    }
+                } else if let Some((index, term, data)) = &opened.snapshot {
+                    snapshots.restore(*index, *term, &mut sm)?;
+                    base = Base {
+                        conf_index: decode_snapshot_data(data)?.0,
+                        snapshot_index: *index,
+                        snapshot_term: *term,
+                    };
                 }
-            } else if let Some((index, term, data)) = &opened.snapshot {
-                snapshots.restore(*index, *term, &mut sm)?;
-                base = Base {
-                    conf_index: decode_snapshot_data(data)?.0,
-                    snapshot_index: *index,
-                    snapshot_term: *term,
-                };
-            }
-            Ok((opened, snapshots, base, sm))
-        })
-        .await
-        .map_err(|e| Error::Internal {
-            engine: crate::ENGINE_TYPE,
-            message: "storage open task failed".into(),
-            source: Some(Box::new(e)),
-        })??;
+                // The state machine is fresh at every start and was restored
+                // from the snapshot (if any): replay everything after it.
+                raft_cfg.applied = base.snapshot_index;
+                raft_cfg
+                    .validate()
+                    .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
+                let logger = slog::Logger::root(slog::Discard, slog::o!());
+                let raw =
+                    RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
+                        Error::Internal {
+                            engine: crate::ENGINE_TYPE,
+                            message: "create raft node".into(),
+                            source: Some(Box::new(e)),
+                        }
+                    })?;
+                Ok((raw, opened, snapshots, base, sm))
+            })
+            .await
+            .map_err(|e| Error::Internal {
+                engine: crate::ENGINE_TYPE,
+                message: "storage open task failed".into(),
+                source: Some(Box::new(e)),
+            })??;
+        drop(open_thread);
         if opened.existed && bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
         }
@@ -143,33 +179,6 @@ impl Factory for EtcdFactory {
         {
             addresses.insert(m.raft_id, m.clone());
         }
-
-        let raft_cfg = raft::Config {
-            id: local_raft_id,
-            election_tick: self.config.election_tick,
-            heartbeat_tick: self.config.heartbeat_tick,
-            // The state machine is fresh at every start and was restored from
-            // the snapshot (if any): replay everything after it.
-            applied: base.snapshot_index,
-            max_size_per_msg: self.config.max_size_per_msg,
-            max_inflight_msgs: self.config.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: ReadOnlyOption::Safe,
-            max_uncommitted_size: (self.config.max_proposal_bytes as u64).saturating_mul(64),
-            ..raft::Config::default()
-        };
-        raft_cfg
-            .validate()
-            .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
-            Error::Internal {
-                engine: crate::ENGINE_TYPE,
-                message: "create raft node".into(),
-                source: Some(Box::new(e)),
-            }
-        })?;
 
         let (events_tx, events_rx) =
             mpsc::channel::<Event<S::Response>>(self.config.max_pending_requests);
@@ -211,6 +220,9 @@ impl Factory for EtcdFactory {
             snapshots.clone(),
             base,
         );
+        // A new thread for every instance: from here on it is the only one
+        // that reads the log (raft-rs's `Storage` calls), so raft-engine's
+        // per-thread block cache never holds another log's block.
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
             .spawn(move || driver.run())

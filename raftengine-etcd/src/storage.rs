@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raft_engine::{Command, Config as LogConfig, LogBatch, MessageExt, RecoveryMode};
+use raftengine_kit::node_dir::IDENTITY_FILE;
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 
 use protobuf::Message as _;
@@ -55,11 +56,6 @@ const KEY_MEMBERS: &[u8] = b"members";
 const KEY_SNAPSHOT: &[u8] = b"snap";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snap_data";
 const KEY_TRUNCATED: &[u8] = b"trunc";
-/// Written (and fsynced) next to the log when a node is created. raft-engine
-/// drops a damaged tail silently; if the damage reaches back to the first
-/// batch the log would look brand new, and this file is how we notice.
-const IDENTITY_FILE: &str = "node-id";
-
 /// raft-engine needs to know how to read an entry's index.
 #[derive(Debug)]
 struct EntryExt;

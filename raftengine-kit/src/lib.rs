@@ -8,13 +8,20 @@
 //!
 //! * [`durable`]: files and directories made durable the POSIX way (fsync
 //!   the file, then fsync the directory that names it).
+//! * [`member`]: checks of a server an admin call is about to add.
+//! * [`node_dir`]: whether a data dir holds a node (its identity file).
 //! * [`raft_log`]: a `raft-engine` log whose fsyncs are counted at the file
 //!   layer and whose explicit [`sync`](raft_log::sync) really syncs.
+//! * [`read_thread`]: a thread that reads one log and no other (raft-engine
+//!   caches decoded blocks per thread, not per log).
 //! * [`snapshot_dir`]: checksummed state-machine snapshot files, written
 //!   and received durably.
 
 pub mod durable;
+pub mod member;
+pub mod node_dir;
 pub mod raft_log;
+pub mod read_thread;
 pub mod snapshot_dir;
 
 pub use snapshot_dir::SnapshotDir;

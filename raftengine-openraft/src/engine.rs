@@ -524,15 +524,28 @@ impl<S: StateMachine> OpenraftEngine<S> {
 
     fn check_id(&self, membership: &StoredMembership, id: &str) -> Result<u64> {
         let nid = raftengine::backend::numeric_id(id);
-        if let Some(p) = membership.get_node(&nid) {
-            if p.id != id {
-                return Err(Error::InvalidConfig(format!(
-                    "node ids {:?} and {id:?} map to the same numeric id; rename one",
-                    p.id
-                )));
-            }
-        }
+        raftengine_kit::member::check_numeric_id_free(
+            id,
+            membership.get_node(&nid).map(|p| p.id.as_str()),
+        )?;
         Ok(nid)
+    }
+
+    /// Re-adding a member in the role it has is a no-op only at the address
+    /// it has; addresses change by removing and re-adding.
+    fn same_address(
+        membership: &StoredMembership,
+        nid: u64,
+        id: &str,
+        address: &str,
+    ) -> Result<()> {
+        match membership.get_node(&nid) {
+            Some(p) if p.address != address => Err(Error::failed_precondition(format!(
+                "{id} is a member at {:?}, not {address:?}; remove it first to move it",
+                p.address
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn suffrage(membership: &StoredMembership, nid: u64) -> Option<Suffrage> {
@@ -721,6 +734,7 @@ impl<S: StateMachine> LeaseProvider for OpenraftEngine<S> {
 #[async_trait]
 impl<S: StateMachine> Admin for OpenraftEngine<S> {
     async fn add_voter(&self, id: &str, address: &str, prev_index: Option<Index>) -> Result<Index> {
+        raftengine_kit::member::check_new(id, address)?;
         let peer = Peer {
             id: id.to_owned(),
             address: address.to_owned(),
@@ -728,7 +742,7 @@ impl<S: StateMachine> Admin for OpenraftEngine<S> {
         self.change(prev_index, |m| {
             let nid = self.check_id(m, id)?;
             match Self::suffrage(m, nid) {
-                Some(Suffrage::Voter) => Ok(None),
+                Some(Suffrage::Voter) => Self::same_address(m, nid, id, address).map(|()| None),
                 Some(Suffrage::Learner) => Ok(Some((
                     ChangeMembers::AddVoterIds(BTreeSet::from([nid])),
                     false,
@@ -748,6 +762,7 @@ impl<S: StateMachine> Admin for OpenraftEngine<S> {
         address: &str,
         prev_index: Option<Index>,
     ) -> Result<Index> {
+        raftengine_kit::member::check_new(id, address)?;
         let peer = Peer {
             id: id.to_owned(),
             address: address.to_owned(),
@@ -758,7 +773,7 @@ impl<S: StateMachine> Admin for OpenraftEngine<S> {
                 Some(Suffrage::Voter) => Err(Error::failed_precondition(format!(
                     "{id} is already a voter"
                 ))),
-                Some(Suffrage::Learner) => Ok(None),
+                Some(Suffrage::Learner) => Self::same_address(m, nid, id, address).map(|()| None),
                 // AddNodes keeps every voter and adds a learner, like
                 // openraft's add_learner without its unbounded blocking wait.
                 None => Ok(Some((

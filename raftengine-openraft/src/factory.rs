@@ -81,18 +81,12 @@ impl Factory for OpenraftFactory {
         let bootstrap_voters = config.bootstrap_voters();
         let data_dir = config.data_dir.clone();
         let local_id = config.local_id.clone();
-        let may_create = config.bootstrap || !config.peers.is_empty();
+        let (bootstrap, has_peers) = (config.bootstrap, !config.peers.is_empty());
         let sm = config.state_machine;
         // Opening the log reads and may repair files, and restoring the
         // snapshot reads it whole: keep both off the runtime.
         let (opened, snapshots, adapter) = tokio::task::spawn_blocking(move || -> Result<_> {
-            if !may_create && !LogStore::exists(&data_dir) {
-                return Err(Error::InvalidConfig(format!(
-                    "{} holds no node, and there is neither bootstrap nor a peer list: \
-                     refusing to start a node that could only form a cluster of its own",
-                    data_dir.display()
-                )));
-            }
+            raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
             raftengine_kit::durable::create_dir_all(&data_dir)
                 .map_err(|e| Error::storage(format!("create {}", data_dir.display()), e))?;
             let opened = LogStore::open(&data_dir, &local_id).map_err(|e| {

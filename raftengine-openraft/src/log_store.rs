@@ -50,7 +50,9 @@ use raft_engine::{
 };
 use raft_proto::eraftpb;
 use raftengine::backend::{CachedEntry, EntryCache};
+use raftengine_kit::node_dir::IDENTITY_FILE;
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
+use raftengine_kit::read_thread::ReadThread;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode_io, encode_io};
@@ -69,11 +71,6 @@ const WRITE_QUEUE: usize = 256;
 /// from the files.
 const RECENT_ENTRIES: usize = 4096;
 const RECENT_BYTES: usize = 8 * 1024 * 1024;
-/// Written (and fsynced) next to the log when a node is created. raft-engine
-/// drops a damaged tail silently; if the damage reaches back to the first
-/// batch the log would look brand new, and this file is how we notice.
-const IDENTITY_FILE: &str = "node-id";
-
 /// raft-engine needs to know how to read an entry's index.
 #[derive(Debug)]
 struct EnvelopeExt;
@@ -227,6 +224,11 @@ struct Inner {
     /// two agree.
     recent: Mutex<EntryCache<Entry>>,
     writer: mpsc::Sender<Command>,
+    /// Where every read of the log's entries runs: raft-engine caches the
+    /// last block it decoded per thread, not per log, so a blocking-pool
+    /// thread shared with another node's log can answer with that log's
+    /// entry (`raftengine_kit::read_thread`).
+    reads: ReadThread,
 }
 
 /// The log store; clones share one engine and serve as log readers.
@@ -263,11 +265,6 @@ fn writer_gone() -> io::Error {
 }
 
 impl LogStore {
-    /// True if `data_dir` was ever initialized as a node. Blocking.
-    pub(crate) fn exists(data_dir: &Path) -> bool {
-        data_dir.join(IDENTITY_FILE).exists()
-    }
-
     /// Opens (creating if needed) the log under `data_dir` for `local_id`.
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> io::Result<Opened> {
@@ -389,9 +386,16 @@ impl LogStore {
                 bounds: Mutex::new(Bounds::default()),
                 recent: Mutex::new(EntryCache::new(RECENT_ENTRIES, RECENT_BYTES)),
                 writer: tx,
+                reads: ReadThread::spawn(&format!("raft-log-read-{local_id}"))?,
             }),
         };
-        bounds.last_log = store.read_last_log(&bounds)?;
+        bounds.last_log = {
+            let (this, bounds) = (store.clone(), bounds.clone());
+            store
+                .inner
+                .reads
+                .run_blocking(move || this.read_last_log(&bounds))??
+        };
         let durable_end = [bounds.last_log, bounds.last_purged]
             .into_iter()
             .flatten()
@@ -693,10 +697,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let this = self.clone();
         // Entries come from raft-engine's files (usually the page cache):
-        // still file I/O, so off the runtime's threads.
-        tokio::task::spawn_blocking(move || this.read_range(start, stop))
-            .await
-            .map_err(|e| io::Error::other(format!("log read task: {e}")))?
+        // still file I/O, so off the runtime's threads, and on the log's own
+        // read thread (see `Inner::reads`).
+        self.inner
+            .reads
+            .run(move || this.read_range(start, stop))
+            .await?
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {

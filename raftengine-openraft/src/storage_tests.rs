@@ -55,7 +55,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineAdapter<Sum>, TempDir> for B
         &self,
     ) -> Result<(TempDir, LogStore, StateMachineAdapter<Sum>), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().unwrap();
-        let opened = LogStore::open(dir.path(), "n1").unwrap();
+        let path = dir.path().to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || LogStore::open(&path, "n1"))
+            .await
+            .unwrap()
+            .unwrap();
         let snapshots = SnapshotDir::new(dir.path()).unwrap();
         let sm = StateMachineAdapter::open(Sum::default(), snapshots).unwrap();
         Ok((dir, opened.store, sm))
@@ -282,4 +286,52 @@ async fn a_dir_of_another_node_is_refused() {
         .await
         .unwrap();
     assert!(result.is_err());
+}
+
+/// Two logs in one process (several nodes, or one restarted in place):
+/// each read must come from its own log. raft-engine caches decoded blocks
+/// per thread, and the two logs' blocks have the same names, so reads of
+/// both on one shared blocking-pool thread returned the other log's
+/// entries (`raftengine_kit::read_thread`). One blocking thread makes the
+/// sharing certain.
+#[test]
+fn two_logs_in_one_process_each_read_their_own_entries() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let tagged = |tag: u8| {
+            (1..=40).map(move |i| Entry {
+                log_id: log_id(1, i),
+                payload: EntryPayload::Normal(Request(vec![tag; 8].into())),
+            })
+        };
+        for (dir, tag) in [(&a, 0xaa), (&b, 0xbb)] {
+            let mut s = open(dir.path()).await;
+            s.blocking_append(tagged(tag)).await.unwrap();
+        }
+        // Reopened, so that reads come from the files, not the entry cache.
+        let (mut sa, mut sb) = (open(a.path()).await, open(b.path()).await);
+        for round in 0..4 {
+            for (s, tag) in [(&mut sa, 0xaa_u8), (&mut sb, 0xbb)] {
+                let entries = s.try_get_log_entries(1..41).await.unwrap();
+                assert_eq!(entries.len(), 40);
+                for e in entries {
+                    let EntryPayload::Normal(Request(data)) = &e.payload else {
+                        panic!("entry {} is not a normal entry", e.log_id.index);
+                    };
+                    assert_eq!(
+                        data.as_ref(),
+                        &[tag; 8],
+                        "round {round}: entry {} of log {tag:#x} came from the other log",
+                        e.log_id.index
+                    );
+                }
+            }
+        }
+    });
 }

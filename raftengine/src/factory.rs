@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::address::check_address;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::server::TransportServer;
@@ -103,9 +104,10 @@ impl<S> FactoryConfig<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for an empty id or address, duplicate peer
-    /// ids, a bootstrap peer list that lacks the local node or lists it as a
-    /// learner, or `bootstrap` together with `join_as_learner`.
+    /// [`Error::InvalidConfig`] for an empty id, an address that is not
+    /// `host:port` ([`check_address`]), duplicate peer ids, a bootstrap
+    /// peer list that lacks the local node or lists it as a learner, or
+    /// `bootstrap` together with `join_as_learner`.
     pub fn validate(&self) -> Result<()> {
         if self.local_id.is_empty() {
             return Err(Error::InvalidConfig("local_id is empty".into()));
@@ -113,11 +115,15 @@ impl<S> FactoryConfig<S> {
         if self.local_address.is_empty() {
             return Err(Error::InvalidConfig("local_address is empty".into()));
         }
+        check_address(&self.local_address)
+            .map_err(|e| Error::InvalidConfig(format!("local_address: {}", detail(e))))?;
         let mut seen = HashSet::new();
         for p in &self.peers {
             if p.id.is_empty() {
                 return Err(Error::InvalidConfig("a peer has an empty id".into()));
             }
+            check_address(&p.address)
+                .map_err(|e| Error::InvalidConfig(format!("peer {:?}: {}", p.id, detail(e))))?;
             if !seen.insert(p.id.as_str()) {
                 return Err(Error::InvalidConfig(format!(
                     "peer id {:?} is listed twice",
@@ -228,6 +234,15 @@ pub trait Factory: Send + Sync + 'static {
         &self,
         config: FactoryConfig<S>,
     ) -> Result<FactoryResult<S::Response>>;
+}
+
+/// The message inside an [`Error::InvalidConfig`], to prefix it with where
+/// the bad value came from.
+fn detail(e: Error) -> String {
+    match e {
+        Error::InvalidConfig(m) => m,
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

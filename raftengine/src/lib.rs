@@ -150,6 +150,7 @@
 //! `# Cancel safety` headings. The conformance suite checks them against every
 //! backend.
 
+mod address;
 mod admin;
 pub mod backend;
 mod callbacks;
@@ -164,6 +165,7 @@ mod server;
 mod state_machine;
 mod types;
 
+pub use address::check_address;
 pub use admin::{Admin, CatchUp, TransferTarget};
 pub use callbacks::{Callback, CallbackRegistry, Registration};
 pub use engine::{DynEngine, Engine, StopReason};

@@ -73,15 +73,49 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
         ),
         ("a fresh node with neither bootstrap nor peers", make("a")),
     ];
+    let mut cases = cases;
+    // Addresses that are not host:port (issue #13, item 1).
+    let at = |address: &str| {
+        let (sm, _) = crate::kv::KvStateMachine::new();
+        FactoryConfig::new("a", address, dir.path().join("a"), sm).with_bootstrap(true)
+    };
+    for bad in [
+        "not-an-address",
+        "127.0.0.1",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "",
+    ] {
+        cases.push(("a local address that is not host:port", at(bad)));
+    }
+    cases.push((
+        "a peer at an address that is not host:port",
+        make("a").with_bootstrap(true).with_peers(vec![
+            Server::voter("a", "127.0.0.1:1"),
+            Server::voter("b", "garbage"),
+        ]),
+    ));
     for (what, cfg) in cases {
+        let data_dir = cfg.data_dir.clone();
+        let address = cfg.local_address.clone();
         match factory.create(cfg).await {
             Err(Error::InvalidConfig(_)) => {}
-            Err(other) => panic!("{what}: expected InvalidConfig, got {other}"),
+            Err(other) => panic!("{what} ({address:?}): expected InvalidConfig, got {other}"),
             Ok(created) => {
                 let _ = created.engine.shutdown().await;
-                panic!("{what}: the engine started");
+                panic!("{what} ({address:?}): the engine started");
             }
         }
+        // A refused start leaves the data dir as it found it (here: absent
+        // or empty), so a corrected retry starts clean.
+        let left: Vec<_> = std::fs::read_dir(&data_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{what}: the refused start left files in {}: {left:?}",
+            data_dir.display()
+        );
     }
 }
 

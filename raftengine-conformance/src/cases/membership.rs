@@ -507,3 +507,85 @@ pub async fn an_answered_change_is_visible_to_the_next_call<F: Factory>(factory:
     }
     c.shutdown().await;
 }
+
+/// What an admin call names is checked before anything is proposed, and
+/// re-adding a member as what it already is changes nothing (issue #13,
+/// items 1, 6): a retry after `OutcomeUnknown` is safe.
+///
+/// 1. `add_learner` / `add_voter` with an empty id or an address that is
+///    not `host:port` → `InvalidConfig`, configuration unchanged.
+/// 2. `add_voter` of a voter, `add_learner` of a learner, at the address it
+///    has → `Ok(current configuration index)`, nothing proposed.
+/// 3. The same at another address → `FailedPrecondition`.
+/// 4. `add_learner` of a voter → `FailedPrecondition` (no silent demotion).
+pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
+    let mut c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let (j, learner_index) = c.add_learner_node(l, "n4").await;
+    let learner_address = c.nodes[j].address.clone();
+    let e = c.engine(l).clone();
+    let index = || async { e.configuration().await.expect("configuration").index };
+    let before = index().await;
+    assert_eq!(before, learner_index);
+
+    // 1.
+    for (id, address) in [
+        ("", ""),
+        ("", "127.0.0.1:7009"),
+        ("n9", ""),
+        ("n9", "garbage"),
+        ("n9", "127.0.0.1"),
+        ("n9", "127.0.0.1:99999"),
+    ] {
+        for as_voter in [false, true] {
+            let got = if as_voter {
+                e.add_voter(id, address, None).await
+            } else {
+                e.add_learner(id, address, None).await
+            };
+            assert!(
+                matches!(got, Err(Error::InvalidConfig(_))),
+                "adding {id:?} at {address:?} (voter: {as_voter}): expected InvalidConfig, got {got:?}"
+            );
+        }
+    }
+    assert_eq!(
+        index().await,
+        before,
+        "a refused call changed the configuration"
+    );
+
+    // 2.
+    let voter = c.other_than(l);
+    let (voter_id, voter_address) = (c.nodes[voter].id.clone(), c.nodes[voter].address.clone());
+    let again = e.add_voter(&voter_id, &voter_address, None).await;
+    assert_eq!(again.ok(), Some(before), "re-adding voter {voter_id}");
+    let again = e.add_learner("n4", &learner_address, None).await;
+    assert_eq!(again.ok(), Some(before), "re-adding learner n4");
+    assert_eq!(
+        index().await,
+        before,
+        "a no-op re-add changed the configuration"
+    );
+
+    // 3.
+    let moved = e.add_voter(&voter_id, "127.0.0.1:7009", None).await;
+    assert!(
+        matches!(moved, Err(Error::FailedPrecondition { .. })),
+        "re-adding voter {voter_id} at another address: {moved:?}"
+    );
+    let moved = e.add_learner("n4", "127.0.0.1:7009", None).await;
+    assert!(
+        matches!(moved, Err(Error::FailedPrecondition { .. })),
+        "re-adding learner n4 at another address: {moved:?}"
+    );
+
+    // 4.
+    let demoted = e.add_learner(&voter_id, &voter_address, None).await;
+    assert!(
+        matches!(demoted, Err(Error::FailedPrecondition { .. })),
+        "add_learner of voter {voter_id}: {demoted:?}"
+    );
+    assert_eq!(index().await, before);
+    c.shutdown().await;
+}

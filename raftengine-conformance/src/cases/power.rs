@@ -7,13 +7,13 @@
 //! see a missing fsync.
 //!
 //! Each case runs seeded rounds and prints its seed;
-//! `RAFTENGINE_POWER_SEED` replays one, `RAFTENGINE_POWER_ROUNDS` runs more
-//! rounds (20 by default). The stricter torn-tail rounds
-//! (`TailLoss::RandomCut`) run only with `RAFTENGINE_POWER_TORN_ROUNDS=N`:
-//! they found a failure not yet understood (a restart refused by a
-//! raft-engine assertion on the openraft backend, about one run in three;
-//! issue #12 stays open for it), and a case that fails for a reason nobody
-//! has diagnosed would stop every other change from landing.
+//! `RAFTENGINE_POWER_SEED` replays one. `RAFTENGINE_POWER_ROUNDS` sets the
+//! rounds that drop every unsynced byte, `RAFTENGINE_POWER_TORN_ROUNDS` the
+//! stricter ones that keep a random torn prefix of it
+//! (`TailLoss::RandomCut`); 20 of each by default. The torn rounds found
+//! that raft-engine caches decoded blocks per thread rather than per log,
+//! so a node could read another node's entries after a restart
+//! (`raftengine_kit::read_thread`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,13 +50,13 @@ fn rounds() -> u64 {
         .unwrap_or(20)
 }
 
-/// Rounds with a random torn tail: `RAFTENGINE_POWER_TORN_ROUNDS`, 0 by
-/// default (see the module docs).
+/// Rounds with a random torn tail: `RAFTENGINE_POWER_TORN_ROUNDS`, 20 by
+/// default.
 fn torn_rounds() -> u64 {
     std::env::var("RAFTENGINE_POWER_TORN_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(20)
 }
 
 /// The case's seed: `RAFTENGINE_POWER_SEED`, or a fresh one.
@@ -119,7 +119,7 @@ fn leader_engine<F: Factory>(c: &Cluster<F>) -> Option<KvEngine> {
 /// Acknowledged writes survive power cuts of one node, a minority, or
 /// every node at once: each round cuts the power at a random instant under
 /// a steady write load, drops what no fsync covered (every unsynced byte
-/// and name; in the optional torn-tail rounds, a random prefix of it torn
+/// and name; in the torn-tail rounds, a random prefix of it torn
 /// at a sector), and restarts the nodes on what is left. At the end: no
 /// acknowledged write is lost, no two nodes led in one term (no vote was
 /// forgotten), the replicas converge, and no entry was applied twice.
