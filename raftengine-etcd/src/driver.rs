@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use raftengine::{
     CatchUp, Configuration, Error, LeaderInfo, LeaseBasis, ProposalResult, Result, Server, State,
-    StateMachine, Status, StopReason, TransferTarget,
+    StateMachine, Status, StopReason, Suffrage, TransferTarget,
 };
 
 use crate::config::EtcdConfig;
@@ -41,6 +41,7 @@ use crate::transport::{Outbound, SendFailure};
 use raftengine::backend::blocking_recv_spinning;
 use raftengine::backend::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::join_alarm::JoinAlarm;
 
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;
@@ -126,9 +127,8 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) cfg: EtcdConfig,
     pub(crate) local_id: String,
     pub(crate) local_raft_id: u64,
-    pub(crate) join_as_learner: bool,
     /// The join-as-learner alarm (`Status::join_role_violation`).
-    pub(crate) join_role_violation: bool,
+    pub(crate) join_alarm: JoinAlarm,
     /// Set when a committed configuration removed this node.
     pub(crate) removed: bool,
     /// Every node we know an address for: members and recent senders.
@@ -215,7 +215,7 @@ impl<S: StateMachine> Driver<S> {
         sm: S,
         cfg: EtcdConfig,
         local_id: String,
-        join_as_learner: bool,
+        join_alarm: JoinAlarm,
         addresses: HashMap<u64, Member>,
         outbound: Arc<Outbound>,
         failures: mpsc::Receiver<SendFailure>,
@@ -235,8 +235,7 @@ impl<S: StateMachine> Driver<S> {
             cfg,
             local_raft_id,
             local_id,
-            join_as_learner,
-            join_role_violation: false,
+            join_alarm,
             removed: false,
             addresses,
             conf_state,
@@ -1214,18 +1213,17 @@ impl<S: StateMachine> Driver<S> {
         Ok(())
     }
 
-    /// Raises (and logs, on the edge) or clears the join-as-learner alarm.
+    /// Shows the join-as-learner alarm the local role in the configuration
+    /// (this thread may block: it records the first role on disk).
     fn check_join_role(&mut self) {
-        let violation =
-            self.join_as_learner && self.conf_state.voters.contains(&self.local_raft_id);
-        if violation && !self.join_role_violation {
-            tracing::error!(
-                node = %self.local_id,
-                index = self.conf_index,
-                "node was started with join_as_learner but the configuration lists it as a voter"
-            );
-        }
-        self.join_role_violation = violation;
+        let role = if self.conf_state.voters.contains(&self.local_raft_id) {
+            Some(Suffrage::Voter)
+        } else if self.conf_state.learners.contains(&self.local_raft_id) {
+            Some(Suffrage::Learner)
+        } else {
+            None
+        };
+        self.join_alarm.observe(role);
     }
 
     fn configuration(&self) -> Configuration {
@@ -1297,7 +1295,7 @@ impl<S: StateMachine> Driver<S> {
         });
         status.configuration_index = self.conf_index;
         status.pending_conf_change = raft.has_pending_conf() || !self.conf_waiters.is_empty();
-        status.join_role_violation = self.join_role_violation;
+        status.join_role_violation = self.join_alarm.raised();
         status.pending_proposals = self.proposals.len() as u64;
         let lease = LeaseBasis {
             state,

@@ -19,6 +19,7 @@ use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
 use raftengine::backend::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::join_alarm::JoinAlarm;
 use raftengine_kit::read_thread::ReadThread;
 
 /// Capacity of the transport-failure report queue.
@@ -81,6 +82,7 @@ impl Factory for EtcdFactory {
         let data_dir = config.data_dir.clone();
         let local_id = config.local_id.clone();
         let bootstrap = config.bootstrap;
+        let join_as_learner = config.join_as_learner;
         let bootstrap_log = bootstrap_entries(&config.bootstrap_voters())?;
         let has_peers = !config.peers.is_empty();
         let members_for_init = members.clone();
@@ -109,11 +111,13 @@ impl Factory for EtcdFactory {
                 message: "spawn storage open thread".into(),
                 source: Some(Box::new(e)),
             })?;
-        let (raw, opened, snapshots, base, sm) = open_thread
+        let (raw, opened, snapshots, base, sm, join_alarm) = open_thread
             .run(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
                 let opened = RaftStorage::open(&data_dir, &local_id)?;
                 let snapshots = SnapshotDir::new(&data_dir)?;
+                let join_alarm = JoinAlarm::open(&data_dir, join_as_learner)
+                    .map_err(|e| Error::storage(format!("read {}", data_dir.display()), e))?;
                 snapshots.remove_temporaries();
                 let mut base = Base::default();
                 if !opened.existed {
@@ -153,7 +157,7 @@ impl Factory for EtcdFactory {
                             source: Some(Box::new(e)),
                         }
                     })?;
-                Ok((raw, opened, snapshots, base, sm))
+                Ok((raw, opened, snapshots, base, sm, join_alarm))
             })
             .await
             .map_err(|e| Error::Internal {
@@ -210,7 +214,7 @@ impl Factory for EtcdFactory {
             sm,
             self.config.clone(),
             config.local_id.clone(),
-            config.join_as_learner,
+            join_alarm,
             addresses,
             outbound,
             failures_rx,

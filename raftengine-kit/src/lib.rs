@@ -8,6 +8,8 @@
 //!
 //! * [`durable`]: files and directories made durable the POSIX way (fsync
 //!   the file, then fsync the directory that names it).
+//! * [`join_alarm`]: the join-as-learner alarm, decided by the role a node
+//!   first joined with.
 //! * [`member`]: checks of a server an admin call is about to add.
 //! * [`node_dir`]: whether a data dir holds a node (its identity file).
 //! * [`raft_log`]: a `raft-engine` log whose fsyncs are counted at the file
@@ -18,6 +20,7 @@
 //!   and received durably.
 
 pub mod durable;
+pub mod join_alarm;
 pub mod member;
 pub mod node_dir;
 pub mod raft_log;

@@ -30,6 +30,7 @@ use raftengine::{
     Proposer, Registration, Result, Server, State, StateMachine, Status, StatusReader, StopReason,
     Suffrage, TransferTarget,
 };
+use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
 use crate::network::Outbound;
@@ -1030,7 +1031,7 @@ pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Wa
 
 /// Follows openraft's metrics: fires the leadership callbacks on exact
 /// edges, publishes the epoch pending writes watch, reports a fatal stop,
-/// and warns when a node started with `join_as_learner` became a voter.
+/// and keeps the join-as-learner alarm.
 /// Also ticks, because a lease runs out without any metrics change.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn watch_metrics<S: StateMachine>(
@@ -1040,7 +1041,7 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
     tick: Duration,
     watched: Arc<Watched>,
     contact: Arc<Contact>,
-    join_as_learner: bool,
+    join_alarm: JoinAlarm,
     notices: RemovalNotices,
 ) {
     let mut rx = raft.metrics();
@@ -1120,15 +1121,23 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
             }
             members = Some(now);
         }
-        let violation = join_as_learner && s.membership.voter_ids().any(|v| v == node_id);
-        if violation && !watched.join_role_violation.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                node = node_id,
-                "node was started with join_as_learner but the configuration lists it as a voter"
-            );
-        } else if !violation {
-            watched.join_role_violation.store(false, Ordering::Relaxed);
-        }
+        let role = if s.membership.voter_ids().any(|v| v == node_id) {
+            Some(Suffrage::Voter)
+        } else if s.membership.get_node(&node_id).is_some() {
+            Some(Suffrage::Learner)
+        } else {
+            None
+        };
+        let raised = if join_alarm.would_record(role) {
+            // Once per node: the first role is recorded on disk.
+            let alarm = join_alarm.clone();
+            tokio::task::spawn_blocking(move || alarm.observe(role))
+                .await
+                .unwrap_or(false)
+        } else {
+            join_alarm.observe(role)
+        };
+        watched.join_role_violation.store(raised, Ordering::Relaxed);
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(tick) => {}

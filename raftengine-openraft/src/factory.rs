@@ -10,6 +10,7 @@ use openraft::Raft;
 use raftengine::backend::{check_numeric_ids, numeric_id};
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
 use crate::engine::{OpenraftEngine, RemovalNotices, Watched, watch_metrics};
@@ -85,19 +86,23 @@ impl Factory for OpenraftFactory {
         let sm = config.state_machine;
         // Opening the log reads and may repair files, and restoring the
         // snapshot reads it whole: keep both off the runtime.
-        let (opened, snapshots, adapter) = tokio::task::spawn_blocking(move || -> Result<_> {
-            raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
-            raftengine_kit::durable::create_dir_all(&data_dir)
-                .map_err(|e| Error::storage(format!("create {}", data_dir.display()), e))?;
-            let opened = LogStore::open(&data_dir, &local_id).map_err(|e| {
-                Error::storage(format!("open the raft log in {}", data_dir.display()), e)
-            })?;
-            let snapshots = SnapshotDir::new(&data_dir)?;
-            let adapter = StateMachineAdapter::open(sm, snapshots.clone())?;
-            Ok((opened, snapshots, adapter))
-        })
-        .await
-        .map_err(|e| internal("storage open task failed", e))??;
+        let join_as_learner = config.join_as_learner;
+        let (opened, snapshots, adapter, join_alarm) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
+                raftengine_kit::durable::create_dir_all(&data_dir)
+                    .map_err(|e| Error::storage(format!("create {}", data_dir.display()), e))?;
+                let opened = LogStore::open(&data_dir, &local_id).map_err(|e| {
+                    Error::storage(format!("open the raft log in {}", data_dir.display()), e)
+                })?;
+                let snapshots = SnapshotDir::new(&data_dir)?;
+                let adapter = StateMachineAdapter::open(sm, snapshots.clone())?;
+                let join_alarm = JoinAlarm::open(&data_dir, join_as_learner)
+                    .map_err(|e| Error::storage(format!("read {}", data_dir.display()), e))?;
+                Ok((opened, snapshots, adapter, join_alarm))
+            })
+            .await
+            .map_err(|e| internal("storage open task failed", e))??;
         if opened.existed && config.bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
         }
@@ -153,7 +158,7 @@ impl Factory for OpenraftFactory {
             self.config.heartbeat_interval,
             watched.clone(),
             contact.clone(),
-            config.join_as_learner,
+            join_alarm,
             RemovalNotices {
                 local_id: config.local_id.clone(),
                 outbound: outbound.clone(),

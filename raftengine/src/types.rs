@@ -200,10 +200,14 @@ pub struct Status {
     pub pending_conf_change: bool,
     /// The join-as-learner alarm: true while this node, started with
     /// [`FactoryConfig::join_as_learner`](crate::FactoryConfig::join_as_learner),
-    /// is listed as a *voter* by the configuration it knows. The node keeps
-    /// running (a voter must not veto its own promotion); the backend also
-    /// logs an error on the edge. Operators alert on it: someone added a
-    /// node meant to catch up first straight into the quorum.
+    /// is a voter *and the first configuration that listed it made it a
+    /// voter* (it was added with [`Admin::add_voter`](crate::Admin::add_voter),
+    /// never as a learner). A learner promoted with
+    /// [`Admin::promote_learner`](crate::Admin::promote_learner) is not an
+    /// alarm. The first role is recorded in the data dir, so the answer
+    /// survives restarts. The node keeps running; the backend also logs an
+    /// error on the edge. Operators alert on it: someone added a node meant
+    /// to catch up first straight into the quorum.
     pub join_role_violation: bool,
     /// Proposals this node accepted whose outcome it has not delivered yet
     /// (the waiters it holds). It returns to 0 when the node is idle; a

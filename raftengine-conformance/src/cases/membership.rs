@@ -386,7 +386,8 @@ pub async fn transfer_to_any_voter<F: Factory>(factory: F) {
 
 /// The join-as-learner alarm: a node started with `join_as_learner` and
 /// added as a voter raises `Status::join_role_violation` and keeps working
-/// (and keeps it across a restart); one added as a learner does not.
+/// (and keeps it across a restart); one added as a learner does not, nor
+/// after it is promoted, nor after a restart as a promoted voter.
 pub async fn join_as_learner_alarm_fires_when_added_as_voter<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 1).await;
     let l = c.wait_leader().await;
@@ -414,6 +415,40 @@ pub async fn join_as_learner_alarm_fires_when_added_as_voter<F: Factory>(factory
         c.engine(bad).status().join_role_violation.then_some(())
     })
     .await;
+
+    // The documented sequence — join as learner, get added as one, get
+    // promoted — is no alarm, before or after a restart (issue #13, item 3).
+    let e = c.engine(l).clone();
+    let caught_up = w.commit_index;
+    wait_for("the promotion of learner n2", || async {
+        match e
+            .promote_learner("n2", None, CatchUp::at_least(caught_up).expect("nonzero"))
+            .await
+        {
+            Ok(i) => Some(i),
+            Err(Error::FailedPrecondition { .. } | Error::ConfChangePending) => None,
+            Err(other) => panic!("promote n2: {other}"),
+        }
+    })
+    .await;
+    let w = c
+        .engine(l)
+        .propose(put("promoted", "1"))
+        .await
+        .expect("put");
+    c.wait_applied(ok, w.commit_index).await;
+    assert!(
+        !c.engine(ok).status().join_role_violation,
+        "a learner promoted the documented way raised the alarm"
+    );
+    c.restart(ok).await.expect("restart n2");
+    c.wait_applied(ok, w.commit_index).await;
+    let w = c.engine(l).propose(put("after", "1")).await.expect("put");
+    c.wait_applied(ok, w.commit_index).await;
+    assert!(
+        !c.engine(ok).status().join_role_violation,
+        "the promoted learner raised the alarm after a restart"
+    );
     c.shutdown().await;
 }
 
