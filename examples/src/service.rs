@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use raftengine::{CatchUp, Engine, Error, TransferTarget};
+use raftengine::{CatchUp, Engine, Error, LeaseDenied, TransferTarget};
 use tonic::{Request, Response, Status};
 
 use crate::api::kv_server::{Kv, KvServer};
@@ -92,6 +92,7 @@ pub fn to_status(e: Error) -> Status {
             Status::aborted(e.to_string())
         }
         Error::TransferAborted { .. } => Status::aborted(e.to_string()),
+        Error::LeaseDenied(_) => Status::unavailable(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -128,12 +129,17 @@ impl Kv for KvService {
             ReadMode::Linearizable => self.engine.linearizable_read().await.map_err(to_status)?,
             ReadMode::Lease => match self.engine.check_lease() {
                 Ok(grant) => grant.applied_index,
-                Err(denied) => {
-                    return Err(to_status(Error::NotLeader {
-                        leader: self.engine.leader(),
-                    })
-                    .tap_message(&denied.to_string()));
+                // Not the leader: point the client at it (never at this
+                // node itself, which would send it round in a circle).
+                Err(LeaseDenied::NotLeader { .. }) => {
+                    let leader = self
+                        .engine
+                        .leader()
+                        .filter(|l| l.id != self.engine.local_id());
+                    return Err(to_status(Error::NotLeader { leader }));
                 }
+                // The leader without a valid lease right now: retryable.
+                Err(denied) => return Err(to_status(denied.into())),
             },
             ReadMode::Local => self.engine.status().applied_index,
         };
@@ -227,19 +233,5 @@ impl Kv for KvService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(Empty {}))
-    }
-}
-
-trait TapMessage {
-    fn tap_message(self, extra: &str) -> Self;
-}
-
-impl TapMessage for Status {
-    /// Appends `extra` to the message, keeping code and metadata.
-    fn tap_message(self, extra: &str) -> Self {
-        let metadata = self.metadata().clone();
-        let mut s = Status::new(self.code(), format!("{} ({extra})", self.message()));
-        *s.metadata_mut() = metadata;
-        s
     }
 }

@@ -233,6 +233,7 @@ async fn run(engine: &str) {
         };
         assert_eq!(got, Some(v.clone().into_bytes()), "acknowledged {k} lost");
     }
+    cli_follows_hints_and_reads_cleanly(&nodes, marker).await;
     for n in &nodes {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -250,6 +251,66 @@ async fn run(engine: &str) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Runs the `kv` client with `args`: (success, stdout, stderr).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(&args)
+            .output()
+            .expect("run kv");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The client as a user runs it (issue #13, item 12): given only a
+/// follower, a lease or linearizable `get` follows the leader hint; given a
+/// dead address first, it falls back to the others; a refused admin call
+/// prints one clean line and exits non-zero.
+async fn cli_follows_hints_and_reads_cleanly(nodes: &[Node], key: &str) {
+    let l = leader(nodes).await;
+    let follower = (l + 1) % nodes.len();
+    let dead = format!("127.0.0.1:{}", free_port());
+    for (mode, addr) in [
+        ("lease", nodes[follower].addr.clone()),
+        ("linearizable", nodes[follower].addr.clone()),
+        ("lease", format!("{dead},{}", nodes[follower].addr)),
+    ] {
+        let args = vec![
+            "get".into(),
+            "--mode".into(),
+            mode.into(),
+            "--addr".into(),
+            addr.clone(),
+            key.into(),
+        ];
+        let (ok, out, err) = cli(args).await;
+        assert!(ok, "kv get --mode {mode} --addr {addr}: {err}");
+        assert_eq!(
+            out.trim(),
+            format!("v-{key}"),
+            "kv get --mode {mode} --addr {addr}"
+        );
+    }
+    let args = vec![
+        "promote".into(),
+        "--addr".into(),
+        nodes[l].addr.clone(),
+        "no-such-node".into(),
+    ];
+    let (ok, _, err) = cli(args).await;
+    assert!(!ok, "promoting an unknown node succeeded");
+    assert!(
+        err.starts_with("kv: ") && !err.contains("error: error") && err.trim().lines().count() == 1,
+        "the refusal does not read cleanly: {err:?}"
+    );
 }
 
 #[cfg(feature = "etcd")]

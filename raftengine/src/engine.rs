@@ -10,7 +10,20 @@ use crate::proposer::Proposer;
 use crate::readers::{ConfigReader, HealthReader, StatusReader};
 
 /// Why an engine stopped.
+///
+/// `#[non_exhaustive]`: a `match` outside this crate needs a wildcard arm:
+///
+/// ```compile_fail
+/// use raftengine::StopReason;
+/// fn restart(r: &StopReason) -> bool {
+///     match r {
+///         StopReason::Shutdown | StopReason::Removed => false,
+///         StopReason::Fatal(_) => true,
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// [`Engine::shutdown`] was called.
     Shutdown,

@@ -141,6 +141,16 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The lease does not hold, so the node cannot answer a read from its
+    /// local state ([`LeaseProvider::check_lease`](crate::LeaseProvider::check_lease)):
+    /// fall back to
+    /// [`LeaderView::linearizable_read`](crate::LeaderView::linearizable_read),
+    /// or, for [`LeaseDenied::NotLeader`](crate::LeaseDenied::NotLeader),
+    /// retry on the leader. `?` converts a [`LeaseDenied`](crate::LeaseDenied)
+    /// into this variant.
+    #[error(transparent)]
+    LeaseDenied(#[from] crate::lease::LeaseDenied),
+
     /// A failure inside the engine that none of the other variants describes.
     #[error("{engine}: {message}")]
     Internal {

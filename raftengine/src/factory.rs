@@ -202,6 +202,36 @@ impl<R: 'static> FactoryResult<R> {
     /// Serves the transport alone on `listener` until the returned server is
     /// shut down or dropped.
     ///
+    /// # Contract
+    ///
+    /// The server runs for as long as the returned [`TransportServer`]
+    /// lives. Bind it to a name: `let _ = created.serve(l)?;` drops it, and
+    /// stops the transport, at once. A bare `created.serve(l)?;` is a
+    /// compile error under `#![deny(unused_must_use)]`:
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// async fn start(
+    ///     created: raftengine::FactoryResult<()>,
+    ///     listener: tokio::net::TcpListener,
+    /// ) -> raftengine::Result<()> {
+    ///     created.serve(listener)?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// ```
+    /// # #![deny(unused_must_use)]
+    /// async fn start(
+    ///     created: raftengine::FactoryResult<()>,
+    ///     listener: tokio::net::TcpListener,
+    /// ) -> raftengine::Result<()> {
+    ///     let server = created.serve(listener)?;
+    ///     // ... run until told to stop ...
+    ///     server.shutdown().await
+    /// }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Transport`] if the listener's address cannot be read.

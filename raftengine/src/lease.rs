@@ -85,6 +85,18 @@ pub struct LeaseGrant {
 
 /// Why the lease does not hold. Fall back to
 /// [`LeaderView::linearizable_read`](crate::LeaderView::linearizable_read).
+///
+/// `?` turns it into [`Error::LeaseDenied`](crate::Error::LeaseDenied):
+///
+/// ```
+/// use raftengine::{Error, LeaseProvider, Result};
+///
+/// fn lease_index(engine: &dyn LeaseProvider) -> Result<u64> {
+///     Ok(engine.check_lease()?.applied_index)
+/// }
+/// # let denied: Error = raftengine::LeaseDenied::NoQuorumAck.into();
+/// # assert!(matches!(denied, Error::LeaseDenied(raftengine::LeaseDenied::NoQuorumAck)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseDenied {

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 /// Dropping it stops the server (in-flight calls are cut); prefer
 /// [`TransportServer::shutdown`], which waits for it to stop.
 #[derive(Debug)]
+#[must_use = "dropping a TransportServer stops the transport at once; keep it for as long as the node serves"]
 pub struct TransportServer {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,

@@ -13,7 +13,21 @@ pub type Term = u64;
 /// The role of the local node as the engine last observed it.
 ///
 /// Pre-candidates (pre-vote) are reported as [`State::Candidate`].
+///
+/// `#[non_exhaustive]`: a later release may add a state, so a `match`
+/// outside this crate needs a wildcard arm:
+///
+/// ```compile_fail
+/// use raftengine::State;
+/// fn writable(s: State) -> bool {
+///     match s {
+///         State::Leader => true,
+///         State::Follower | State::Candidate | State::Learner | State::Shutdown | State::Unknown => false,
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Replicates the leader's log; does not accept proposals.
     Follower,

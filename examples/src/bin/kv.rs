@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use raftengine::{Factory, FactoryConfig, Server, TransportServer};
+use raftengine::{Factory, FactoryConfig, Server, StopReason, TransportServer};
 use raftengine_examples::KvMachine;
 use raftengine_examples::api::kv_client::KvClient;
 use raftengine_examples::api::{
@@ -148,6 +148,7 @@ async fn serve<F: Factory>(
 ) -> Result<(), String> {
     let sm = KvMachine::default();
     let map = sm.map.clone();
+    let data_dir_shown = data_dir.display().to_string();
     let config = FactoryConfig::new(id.clone(), listen.clone(), data_dir, sm)
         .with_peers(peers)
         .with_bootstrap(bootstrap)
@@ -164,14 +165,23 @@ async fn serve<F: Factory>(
     eprintln!("node {id} ({}) serving on {listen}", factory.engine_type());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        reason = engine.stopped() => eprintln!("engine stopped: {reason:?}"),
-    }
+    // A stop the operator did not ask for (removed, fatal) exits non-zero,
+    // so a supervisor that restarts on failure sees it.
+    let unasked = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        reason = engine.stopped() => Some(reason),
+    };
     let _ = engine.shutdown().await;
     let _ = server.shutdown().await;
-    Ok(())
+    match unasked {
+        None | Some(StopReason::Shutdown) => Ok(()),
+        Some(StopReason::Removed) => Err(format!(
+            "node {id} was removed from the cluster; wipe {} before reusing it",
+            data_dir_shown
+        )),
+        Some(reason) => Err(format!("node {id} stopped: {reason:?}")),
+    }
 }
 
 async fn connect(addr: &str) -> Result<KvClient<Channel>, String> {
@@ -186,40 +196,64 @@ async fn connect(addr: &str) -> Result<KvClient<Channel>, String> {
     Ok(KvClient::new(channel))
 }
 
-/// Runs `call` against the given addresses, following not-leader hints.
+/// How many times [`with_leader`] goes over the addresses while every node
+/// answers "try again" (an election or a lease not yet held).
+const ROUNDS: u32 = 4;
+
+/// Runs `call` against the given addresses: follows not-leader hints, falls
+/// back to the other addresses on any failure, and, while the answers say
+/// the cluster is between leaders, tries them all again a few times.
 async fn with_leader<T, F, Fut>(addrs: &[String], mut call: F) -> Result<T, String>
 where
     F: FnMut(KvClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut queue: Vec<String> = addrs.to_vec();
     let mut last = String::from("no address given");
-    let mut hops = 0;
-    while let Some(addr) = queue.first().cloned() {
-        queue.remove(0);
-        let client = match connect(&addr).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        match call(client).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s) => {
-                last = format!("{addr}: {}", s.message());
-                let hint = s
-                    .metadata()
-                    .get(LEADER_ADDRESS)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                if let Some(hint) = hint {
-                    if hops < 3 && hint != addr {
-                        hops += 1;
-                        queue.insert(0, hint);
+    for round in 0..ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << round)).await;
+        }
+        let mut queue: Vec<String> = addrs.to_vec();
+        let mut hops = 0;
+        let mut retryable = false;
+        while let Some(addr) = queue.first().cloned() {
+            queue.remove(0);
+            let client = match connect(&addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match call(client).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => {
+                    last = format!("{addr}: {}", s.message());
+                    retryable |= s.code() == tonic::Code::Unavailable;
+                    let hint = s
+                        .metadata()
+                        .get(LEADER_ADDRESS)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    match hint {
+                        Some(hint) if hops < 3 && hint != addr => {
+                            hops += 1;
+                            queue.retain(|a| *a != hint);
+                            queue.insert(0, hint);
+                        }
+                        // No leader known yet: worth another round.
+                        None if s.code() == tonic::Code::FailedPrecondition
+                            && s.message().contains("no leader known") =>
+                        {
+                            retryable = true;
+                        }
+                        _ => {}
                     }
                 }
             }
+        }
+        if !retryable {
+            break;
         }
     }
     Err(last)
@@ -405,7 +439,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("kv: {e}");
             ExitCode::FAILURE
         }
     }
