@@ -6,6 +6,17 @@ use raftengine::{Error, Result};
 
 /// Settings of the raft-rs backend. The defaults suit a LAN or loopback
 /// cluster; [`EtcdConfig::validate`] rejects unsafe combinations.
+///
+/// Build one from the defaults with the `with_*` setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = raftengine_etcd::EtcdConfig::default()
+///     .with_tick_interval(Duration::from_millis(20))
+///     .with_election_tick(25);
+/// cfg.validate().unwrap();
+/// assert_eq!(cfg.election_timeout(), Duration::from_millis(500));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EtcdConfig {
@@ -80,6 +91,22 @@ impl Default for EtcdConfig {
         }
     }
 }
+
+raftengine_kit::config_setters!(EtcdConfig {
+    with_tick_interval => tick_interval: Duration,
+    with_election_tick => election_tick: usize,
+    with_heartbeat_tick => heartbeat_tick: usize,
+    with_max_size_per_msg => max_size_per_msg: u64,
+    with_max_inflight_msgs => max_inflight_msgs: usize,
+    with_max_proposal_bytes => max_proposal_bytes: usize,
+    with_max_pending_requests => max_pending_requests: usize,
+    with_rpc_timeout => rpc_timeout: Duration,
+    with_lease_margin => lease_margin: Duration,
+    with_bind_outbound_to_local_ip => bind_outbound_to_local_ip: bool,
+    with_snapshot_interval => snapshot_interval: u64,
+    with_snapshot_keep_entries => snapshot_keep_entries: u64,
+    with_idle_spin => idle_spin: Duration,
+});
 
 impl EtcdConfig {
     /// Checks the settings.

@@ -395,10 +395,14 @@ impl<S: StateMachine> Driver<S> {
             } => self.step_inbound(from_id, from_address, messages),
             Event::Propose { data, reply } => self.propose(data, reply),
             Event::Read { reply } => {
-                if self.is_leader() {
-                    self.reads_unsent.push(reply);
-                } else {
+                if !self.is_leader() {
                     let _ = reply.send(Err(self.not_leader()));
+                } else if self.raw.raft.lead_transferee.is_some() {
+                    // Handing leadership off: like proposals and the lease,
+                    // reads wait for the new leader (the contract's answer).
+                    let _ = reply.send(Err(Error::TransferInProgress));
+                } else {
+                    self.reads_unsent.push(reply);
                 }
             }
             Event::Membership {

@@ -25,6 +25,7 @@ pub mod member;
 pub mod node_dir;
 pub mod raft_log;
 pub mod read_thread;
+mod setters;
 pub mod snapshot_dir;
 
 pub use snapshot_dir::SnapshotDir;

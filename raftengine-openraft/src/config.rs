@@ -7,9 +7,13 @@ use raftengine::{Error, Result};
 /// Settings of the openraft backend. The defaults suit a LAN or loopback
 /// cluster; [`OpenraftConfig::validate`] rejects unsafe combinations.
 ///
+/// Build one from the defaults with the `with_*` setters:
+///
 /// ```
-/// let mut cfg = raftengine_openraft::OpenraftConfig::default();
-/// cfg.snapshot_interval = 50_000;
+/// use std::time::Duration;
+/// let cfg = raftengine_openraft::OpenraftConfig::default()
+///     .with_snapshot_interval(50_000)
+///     .with_heartbeat_interval(Duration::from_millis(50));
 /// cfg.validate().unwrap();
 /// assert!(cfg.lease_duration() < cfg.election_timeout_max);
 /// ```
@@ -78,6 +82,23 @@ impl Default for OpenraftConfig {
         }
     }
 }
+
+raftengine_kit::config_setters!(OpenraftConfig {
+    with_election_timeout_min => election_timeout_min: Duration,
+    with_election_timeout_max => election_timeout_max: Duration,
+    with_heartbeat_interval => heartbeat_interval: Duration,
+    with_lease_margin => lease_margin: Duration,
+    with_max_proposal_bytes => max_proposal_bytes: usize,
+    with_max_payload_entries => max_payload_entries: u64,
+    with_rpc_timeout => rpc_timeout: Duration,
+    with_snapshot_install_timeout => snapshot_install_timeout: Duration,
+    with_max_snapshot_bytes => max_snapshot_bytes: u64,
+    with_snapshot_interval => snapshot_interval: u64,
+    with_snapshot_keep_entries => snapshot_keep_entries: u64,
+    with_transfer_timeout => transfer_timeout: Duration,
+    with_read_timeout => read_timeout: Duration,
+    with_bind_outbound_to_local_ip => bind_outbound_to_local_ip: bool,
+});
 
 impl OpenraftConfig {
     /// Checks the settings.

@@ -25,8 +25,10 @@ pub trait LeaderView: Send + Sync {
     /// # Errors
     ///
     /// [`Error::NotLeader`](crate::Error::NotLeader) when the node is not
-    /// leader, [`Error::LeadershipLost`](crate::Error::LeadershipLost) when it
-    /// stepped down while confirming, [`Error::Shutdown`](crate::Error::Shutdown).
+    /// leader, [`Error::TransferInProgress`](crate::Error::TransferInProgress)
+    /// while it is handing leadership to another voter (retry on the new
+    /// leader, like a proposal), [`Error::LeadershipLost`](crate::Error::LeadershipLost)
+    /// when it stepped down while confirming, [`Error::Shutdown`](crate::Error::Shutdown).
     ///
     /// # Cancel safety
     ///

@@ -39,7 +39,8 @@ pub async fn lease_ends_within_one_lease_of_isolation<F: Factory>(factory: F) {
 }
 
 /// During a leadership transfer the leader holds no lease and refuses
-/// writes with a typed error; once the transfer resolves, the lease is back
+/// writes, linearizable reads and `verify_leader` with `TransferInProgress`
+/// (or `NotLeader` once it handed over); once the transfer resolves, the lease is back
 /// (aborted) or moved to the new leader (done), never held by two nodes.
 pub async fn transfer_suspends_writes_and_the_lease<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
@@ -63,6 +64,8 @@ pub async fn transfer_suspends_writes_and_the_lease<F: Factory>(factory: F) {
     while e.status().lead_transferee.is_some() && !transfer.is_finished() {
         let lease = e.check_lease();
         let write = e.propose(put("during", "x")).await;
+        let read = e.linearizable_read().await;
+        let verified = e.verify_leader().await;
         // Only samples taken entirely inside the transfer count.
         if e.status().lead_transferee.is_none() {
             break;
@@ -76,6 +79,17 @@ pub async fn transfer_suspends_writes_and_the_lease<F: Factory>(factory: F) {
             Err(Error::TransferInProgress | Error::NotLeader { .. }) => {}
             Ok(r) => panic!("a write committed at {} during a transfer", r.commit_index),
             Err(other) => panic!("unexpected error for a write during a transfer: {other}"),
+        }
+        // Reads wait for the new leader too (issue #13, item 10: openraft
+        // refused them, etcd served them).
+        for (what, got) in [
+            ("linearizable_read", read.map(|_| ())),
+            ("verify_leader", verified),
+        ] {
+            match got {
+                Err(Error::TransferInProgress | Error::NotLeader { .. }) => {}
+                other => panic!("{what} during a transfer: {other:?}"),
+            }
         }
         if observed >= 5 {
             break;
