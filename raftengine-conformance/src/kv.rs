@@ -31,6 +31,9 @@ pub struct KvState {
     /// How many times a fresh state machine was attached to this handle
     /// (node restarts); lets a reader tell that the state was replaced.
     pub incarnation: u64,
+    /// Applies that ran on a thread driving the async runtime, where the
+    /// contract forbids them (`StateMachine`'s docs: blocking threads).
+    pub applied_on_runtime_worker: u64,
 }
 
 /// A handle to a [`KvState`] that the test keeps while the engine owns the
@@ -173,7 +176,9 @@ impl raftengine::StateMachine for KvStateMachine {
     type Snapshot = KvSnapshot;
 
     fn apply(&mut self, index: u64, data: &[u8]) -> KvResponse {
+        let on_worker = on_runtime_worker();
         let mut s = self.state.lock();
+        s.applied_on_runtime_worker += u64::from(on_worker);
         s.applied.push((index, data.to_vec()));
         match decode_put(data) {
             Some((k, v)) => {
@@ -243,4 +248,16 @@ mod tests {
                 .is_err()
         );
     }
+}
+
+/// True on a thread that drives tokio tasks (a runtime worker): there
+/// `Handle::block_on` refuses, by panicking, while blocking-pool threads and
+/// threads outside any runtime may block.
+fn on_runtime_worker() -> bool {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    // The refusal is a panic (its message shows in the output of a failing
+    // run only); the panic hook is process-wide, so it is left alone.
+    std::panic::catch_unwind(|| handle.block_on(async {})).is_err()
 }

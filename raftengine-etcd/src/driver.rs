@@ -17,6 +17,7 @@
 //! 6. `advance`, persist the new commit index, send, apply, `advance_apply`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -129,8 +130,11 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) local_raft_id: u64,
     /// The join-as-learner alarm (`Status::join_role_violation`).
     pub(crate) join_alarm: JoinAlarm,
-    /// Set when a committed configuration removed this node.
+    /// Set when a committed configuration removed this node (or it was
+    /// restarted on the dir of a removed node: `node_dir::was_removed`).
     pub(crate) removed: bool,
+    /// The node's data dir, for the removed marker.
+    pub(crate) data_dir: PathBuf,
     /// Every node we know an address for: members and recent senders.
     pub(crate) addresses: HashMap<u64, Member>,
     /// The latest applied membership and the index of its entry.
@@ -183,6 +187,11 @@ fn decode_member(ctx: &[u8]) -> Option<(String, String)> {
 
 /// The entries a new cluster starts with: one committed `AddNode` per voter,
 /// sorted by id so every founding node writes identical entries.
+/// The term of the bootstrap entries. No leader ever has it: the first
+/// campaign moves every node to term 2, so an entry of this term is always
+/// part of the bootstrap input.
+pub(crate) const BOOTSTRAP_TERM: u64 = 1;
+
 pub(crate) fn bootstrap_entries(voters: &[Server]) -> Result<Vec<Entry>> {
     let mut voters: Vec<&Server> = voters.iter().collect();
     voters.sort_by(|a, b| a.id.cmp(&b.id));
@@ -199,7 +208,7 @@ pub(crate) fn bootstrap_entries(voters: &[Server]) -> Result<Vec<Entry>> {
             .map_err(|e| Error::storage("encode bootstrap conf change", e))?;
         let mut e = Entry::default();
         e.set_entry_type(EntryType::EntryConfChangeV2);
-        e.term = 1;
+        e.term = BOOTSTRAP_TERM;
         e.index = i as u64 + 1;
         e.data = data.into();
         out.push(e);
@@ -216,6 +225,7 @@ impl<S: StateMachine> Driver<S> {
         cfg: EtcdConfig,
         local_id: String,
         join_alarm: JoinAlarm,
+        data_dir: PathBuf,
         addresses: HashMap<u64, Member>,
         outbound: Arc<Outbound>,
         failures: mpsc::Receiver<SendFailure>,
@@ -237,6 +247,7 @@ impl<S: StateMachine> Driver<S> {
             local_id,
             join_alarm,
             removed: false,
+            data_dir,
             addresses,
             conf_state,
             conf_index: base.conf_index,
@@ -308,6 +319,11 @@ impl<S: StateMachine> Driver<S> {
         // Only this loop writes the log; from here nothing is acknowledged.
         self.storage.sync_counter().close();
         self.outbound.close();
+        if reason == StopReason::Removed {
+            if let Err(e) = raftengine_kit::node_dir::mark_removed(&self.data_dir) {
+                tracing::error!(node = %self.local_id, error = %e, "recording the removal failed; a restart on this dir would not know it");
+            }
+        }
         self.shared.publish_stopped(reason);
         if let Some(reply) = self.shutdown_reply.take() {
             let _ = reply.send(());
@@ -315,6 +331,10 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn run_rounds(&mut self) -> Result<()> {
+        // Restarted on the dir of a node a committed configuration removed.
+        if self.removed {
+            return Ok(());
+        }
         while let Some(first) = blocking_recv_spinning(&mut self.events, self.cfg.idle_spin) {
             if let Flow::Stop = self.handle(first)? {
                 return Ok(());
@@ -647,13 +667,6 @@ impl<S: StateMachine> Driver<S> {
                 let Some((rid, _)) = self.member_of(id) else {
                     return Err(Error::failed_precondition(format!("{id} is not a member")));
                 };
-                if rid == self.local_raft_id {
-                    // raft-rs 0.7 never steps a removed leader down; the
-                    // engine transfers leadership before asking for this.
-                    return Err(Error::failed_precondition(
-                        "the leader cannot remove itself; transfer leadership first",
-                    ));
-                }
                 if self.conf_state.voters.len() == 1 && self.conf_state.voters.contains(&rid) {
                     return Err(Error::failed_precondition("cannot remove the last voter"));
                 }
@@ -1020,7 +1033,14 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         self.conf_state = cs;
-        self.conf_index = entry.index;
+        // The bootstrap configuration is index 0 on every engine (the
+        // contract of `Configuration::index`), although this backend writes
+        // it as entries of term `BOOTSTRAP_TERM`.
+        self.conf_index = if entry.term == BOOTSTRAP_TERM {
+            0
+        } else {
+            entry.index
+        };
         self.check_join_role();
         if let Some((t, reply)) = self.conf_waiters.remove(&entry.index) {
             if t == entry.term {
@@ -1256,7 +1276,7 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let raft = &self.raw.raft;
         let state = match raft.state {
             StateRole::Leader => State::Leader,
@@ -1264,8 +1284,11 @@ impl<S: StateMachine> Driver<S> {
             StateRole::Follower => {
                 if self.conf_state.learners.contains(&self.local_raft_id) {
                     State::Learner
-                } else {
+                } else if self.conf_state.voters.contains(&self.local_raft_id) {
                     State::Follower
+                } else {
+                    // A joiner no configuration lists yet.
+                    State::Unknown
                 }
             }
         };

@@ -181,20 +181,9 @@ impl<R: Send + 'static> Admin for EtcdEngine<R> {
     }
 
     async fn remove_server(&self, id: &str, prev_index: Option<Index>) -> Result<Index> {
-        if id == self.local_id && self.state() == State::Leader {
-            // raft-rs 0.7 never steps a removed leader down, so hand
-            // leadership away first; the new leader performs the removal.
-            self.transfer_leadership(TransferTarget::Any).await?;
-            // The transfer succeeded once the target led; wait (bounded) for
-            // the published status to name it so the caller gets the hint.
-            let deadline = tokio::time::Instant::now() + self.cfg.election_timeout();
-            let mut leader = self.leader();
-            while leader.is_none() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(self.cfg.tick_interval).await;
-                leader = self.leader();
-            }
-            return Err(Error::NotLeader { leader });
-        }
+        // Removing the leader itself is an ordinary change: once it is
+        // applied the Raft loop stops this node (`StopReason::Removed`; raft-rs
+        // 0.7 would not step it down), and the other voters elect a leader.
         self.membership(MembershipChange::Remove { id: id.to_owned() }, prev_index)
             .await
     }

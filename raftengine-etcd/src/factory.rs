@@ -111,13 +111,14 @@ impl Factory for EtcdFactory {
                 message: "spawn storage open thread".into(),
                 source: Some(Box::new(e)),
             })?;
-        let (raw, opened, snapshots, base, sm, join_alarm) = open_thread
+        let (raw, opened, snapshots, base, sm, join_alarm, was_removed) = open_thread
             .run(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
                 let opened = RaftStorage::open(&data_dir, &local_id)?;
                 let snapshots = SnapshotDir::new(&data_dir)?;
                 let join_alarm = JoinAlarm::open(&data_dir, join_as_learner)
                     .map_err(|e| Error::storage(format!("read {}", data_dir.display()), e))?;
+                let was_removed = raftengine_kit::node_dir::was_removed(&data_dir);
                 snapshots.remove_temporaries();
                 let mut base = Base::default();
                 if !opened.existed {
@@ -157,7 +158,7 @@ impl Factory for EtcdFactory {
                             source: Some(Box::new(e)),
                         }
                     })?;
-                Ok((raw, opened, snapshots, base, sm, join_alarm))
+                Ok((raw, opened, snapshots, base, sm, join_alarm, was_removed))
             })
             .await
             .map_err(|e| Error::Internal {
@@ -208,13 +209,14 @@ impl Factory for EtcdFactory {
             failures_tx,
         );
         let shared = Arc::new(Shared::new(opened.storage.sync_counter()));
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             raw,
             opened.storage,
             sm,
             self.config.clone(),
             config.local_id.clone(),
             join_alarm,
+            config.data_dir.clone(),
             addresses,
             outbound,
             failures_rx,
@@ -227,6 +229,11 @@ impl Factory for EtcdFactory {
         // A new thread for every instance: from here on it is the only one
         // that reads the log (raft-rs's `Storage` calls), so raft-engine's
         // per-thread block cache never holds another log's block.
+        driver.removed = was_removed;
+        // `state()` and `status()` answer from the first call on, before the
+        // loop has run a round (a bootstrap voter reads as Follower, not
+        // Unknown).
+        driver.publish();
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
             .spawn(move || driver.run())

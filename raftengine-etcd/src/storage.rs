@@ -375,6 +375,7 @@ impl RaftStorage {
         )?;
         put_raw(&mut batch, KEY_MEMBERS, encode_members(members), "members")?;
         let mut hs = HardState::default();
+        let mut cs = ConfState::default();
         if let Some(last) = bootstrap.last() {
             // The bootstrap entries are committed by definition: every
             // founding node writes the identical entries.
@@ -384,13 +385,30 @@ impl RaftStorage {
             hs.term = last.term;
             hs.commit = last.index;
             put_message(&mut batch, KEY_HARD_STATE, &hs, "hard state")?;
+            // raft-rs learns its voters from the configuration it starts
+            // with, not from committed entries it has yet to apply: without
+            // this a founding node is no voter (and reports `Unknown`) until
+            // its first round applies the entries. Applying them again then
+            // changes nothing (adding a voter twice is a no-op).
+            for e in bootstrap {
+                let cc = raft::eraftpb::ConfChangeV2::parse_from_bytes(&e.data)
+                    .map_err(|err| storage_err("decode bootstrap conf change", err))?;
+                cs.voters.extend(cc.get_changes().iter().map(|c| c.node_id));
+            }
+            put_message(&mut batch, KEY_CONF_STATE, &cs, "conf state")?;
         }
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("write initial state", e))?;
         let identity = data_dir.join(IDENTITY_FILE);
         raftengine_kit::durable::write_file(&identity, local_id.as_bytes())
             .map_err(|e| storage_err(&format!("write {}", identity.display()), e))?;
-        self.lock().hard_state = hs;
+        {
+            let mut c = self.lock();
+            c.hard_state = hs;
+            if !cs.voters.is_empty() {
+                c.conf_state = cs;
+            }
+        }
         self.after_sync();
         Ok(())
     }

@@ -39,6 +39,27 @@ pub fn check_may_start(data_dir: &Path, bootstrap: bool, has_peers: bool) -> Res
     )))
 }
 
+/// The file, directly in the data dir, that says a committed configuration
+/// removed this node. A removed node restarted on its dir stops again at
+/// once (`StopReason::Removed`) instead of coming up as a member nobody
+/// lists: raft alone cannot tell it, since the others no longer talk to it.
+pub const REMOVED_FILE: &str = "removed";
+
+/// Records durably that the node living in `data_dir` was removed.
+/// Blocking.
+///
+/// # Errors
+///
+/// The file or its directory could not be written and synced.
+pub fn mark_removed(data_dir: &Path) -> std::io::Result<()> {
+    crate::durable::write_file(&data_dir.join(REMOVED_FILE), b"removed from the cluster\n")
+}
+
+/// True if [`mark_removed`] was called on `data_dir`. Blocking.
+pub fn was_removed(data_dir: &Path) -> bool {
+    data_dir.join(REMOVED_FILE).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +79,8 @@ mod tests {
         std::fs::write(node.join(IDENTITY_FILE), b"n1").unwrap();
         assert!(holds_node(&node));
         assert!(check_may_start(&node, false, false).is_ok());
+        assert!(!was_removed(&node));
+        mark_removed(&node).unwrap();
+        assert!(was_removed(&node));
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Watched {
     pub(crate) pending_proposals: AtomicU64,
     /// Held while a membership change runs on this node (one at a time).
     pub(crate) membership_gate: tokio::sync::Mutex<()>,
+    /// The node's data dir, for the removed marker (`node_dir::mark_removed`).
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 /// Counts one waiting proposal for as long as it lives.
@@ -82,8 +84,9 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Watched {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(data_dir: std::path::PathBuf) -> Self {
         Watched {
+            data_dir,
             epoch: watch::channel(Epoch::default()).0,
             loss: CallbackRegistry::new("openraft-leader-loss"),
             acquired: CallbackRegistry::new("openraft-leader-acquired"),
@@ -159,6 +162,11 @@ pub(crate) fn sample<S: StateMachine>(
         .as_ref()
         .and_then(|t| Instant::now().checked_sub(t.elapsed()));
     let is_voter = m.membership_config.voter_ids().any(|v| v == node_id);
+    let is_member = m
+        .membership_config
+        .membership()
+        .get_node(&node_id)
+        .is_some();
     let state = match m.state {
         ServerState::Leader => {
             let fresh = quorum_ack.is_none_or(|t| t.elapsed() < lease);
@@ -176,7 +184,12 @@ pub(crate) fn sample<S: StateMachine>(
                 State::Follower
             }
         }
-        ServerState::Follower | ServerState::Learner => State::Learner,
+        // openraft reports a voter as a Learner until its metrics catch up
+        // with a membership that lists it (right after `initialize`).
+        ServerState::Learner if is_voter => State::Follower,
+        ServerState::Follower | ServerState::Learner if is_member => State::Learner,
+        // A joiner no configuration lists yet.
+        ServerState::Follower | ServerState::Learner => State::Unknown,
         ServerState::Shutdown => State::Shutdown,
     };
     let leader = match state {
@@ -1021,6 +1034,17 @@ pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Wa
         // answer: let that call finish (it holds the gate) before stopping,
         // so the caller learns the removal committed.
         let _change_done = watched.membership_gate.lock().await;
+        // Recorded before the stop is reported, so a restart on this dir
+        // that follows the report stops again at once.
+        let dir = watched.data_dir.clone();
+        let marked =
+            tokio::task::spawn_blocking(move || raftengine_kit::node_dir::mark_removed(&dir)).await;
+        if !matches!(marked, Ok(Ok(()))) {
+            tracing::error!(
+                ?marked,
+                "recording the removal failed; a restart on this dir would not know it"
+            );
+        }
         watched.stop_once(StopReason::Removed);
         watched.epoch.send_replace(Epoch::default());
         if let Ok(Err(e)) = contained(raft.shutdown()).await {

@@ -13,7 +13,7 @@ use raftengine_kit::SnapshotDir;
 use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
-use crate::engine::{OpenraftEngine, RemovalNotices, Watched, watch_metrics};
+use crate::engine::{OpenraftEngine, RemovalNotices, Watched, stop_removed, watch_metrics};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, Outbound};
 use crate::service::{Contact, Inbound};
@@ -87,7 +87,7 @@ impl Factory for OpenraftFactory {
         // Opening the log reads and may repair files, and restoring the
         // snapshot reads it whole: keep both off the runtime.
         let join_as_learner = config.join_as_learner;
-        let (opened, snapshots, adapter, join_alarm) =
+        let (opened, snapshots, adapter, join_alarm, was_removed) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
                 raftengine_kit::durable::create_dir_all(&data_dir)
@@ -99,7 +99,8 @@ impl Factory for OpenraftFactory {
                 let adapter = StateMachineAdapter::open(sm, snapshots.clone())?;
                 let join_alarm = JoinAlarm::open(&data_dir, join_as_learner)
                     .map_err(|e| Error::storage(format!("read {}", data_dir.display()), e))?;
-                Ok((opened, snapshots, adapter, join_alarm))
+                let was_removed = raftengine_kit::node_dir::was_removed(&data_dir);
+                Ok((opened, snapshots, adapter, join_alarm, was_removed))
             })
             .await
             .map_err(|e| internal("storage open task failed", e))??;
@@ -146,9 +147,22 @@ impl Factory for OpenraftFactory {
                 let _ = raft.shutdown().await;
                 return Err(internal("initialize the cluster", e));
             }
+            // `initialize` returns before the metrics show the membership it
+            // wrote; until then this voter would read as a non-member
+            // (`state()` Unknown). Return once they do, as etcd does.
+            let shown = raft
+                .wait(Some(self.config.election_timeout_max))
+                .metrics(
+                    |m| m.membership_config.voter_ids().any(|v| v == node_id),
+                    "the bootstrap membership in the metrics",
+                )
+                .await;
+            if let Err(e) = shown {
+                tracing::warn!(error = %e, "bootstrap membership not yet in the metrics");
+            }
         }
 
-        let watched = Arc::new(Watched::new());
+        let watched = Arc::new(Watched::new(config.data_dir.clone()));
         let contact = Arc::new(Contact::default());
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(watch_metrics(
@@ -164,6 +178,12 @@ impl Factory for OpenraftFactory {
                 outbound: outbound.clone(),
             },
         )));
+        if was_removed {
+            // Restarted on the dir of a node a committed configuration
+            // removed: nobody will talk to it again; stop like etcd does.
+            tracing::warn!(node = %config.local_id, "this data dir belongs to a removed node; stopping");
+            stop_removed(&raft, &watched);
+        }
         if opened.existed {
             // Until the cluster's commit covers what this node logged before
             // the restart, its state machine may lag what it once served.

@@ -168,7 +168,37 @@ impl<S: StateMachine> StateMachineAdapter<S> {
     fn publish_last(shared: &Shared<S>, last: Option<LogId>) {
         *shared.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
     }
+
+    /// Applies `batch` in order and answers each entry's waiter. Blocking:
+    /// runs the application's `apply`.
+    fn apply_batch(&self, batch: Vec<EntryResponder<TypeConfig>>) {
+        for (entry, responder) in batch {
+            let log_id = entry.log_id;
+            let reply = {
+                let mut a = self.applied();
+                let reply = match entry.payload {
+                    EntryPayload::Blank => Reply::none(),
+                    EntryPayload::Normal(request) => {
+                        Reply::new(a.sm.apply(log_id.index, &request.0))
+                    }
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(log_id), m);
+                        Reply::none()
+                    }
+                };
+                a.last = Some(log_id);
+                reply
+            };
+            Self::publish_last(&self.shared, Some(log_id));
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+    }
 }
+
+/// Entries handed to one blocking-pool call of `apply`, at most.
+const APPLY_BATCH: usize = 4096;
 
 impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for StateMachineAdapter<S> {
     type SnapshotData = SnapshotFile;
@@ -225,28 +255,23 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
     where
         Strm: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            let log_id = entry.log_id;
-            let reply = {
-                let mut a = self.applied();
-                let reply = match entry.payload {
-                    EntryPayload::Blank => Reply::none(),
-                    EntryPayload::Normal(request) => {
-                        Reply::new(a.sm.apply(log_id.index, &request.0))
-                    }
-                    EntryPayload::Membership(m) => {
-                        a.membership = StoredMembership::new(Some(log_id), m);
-                        Reply::none()
-                    }
-                };
-                a.last = Some(log_id);
-                reply
-            };
-            Self::publish_last(&self.shared, Some(log_id));
-            if let Some(responder) = responder {
-                responder.send(reply);
+        use futures::FutureExt as _;
+        // The application's `apply` may block (the contract runs it on a
+        // blocking thread), so it never runs on a runtime worker: every
+        // entry already available goes to one blocking-pool call, one hop
+        // per batch rather than per entry.
+        while let Some(first) = entries.next().await {
+            let mut batch = vec![first?];
+            while batch.len() < APPLY_BATCH {
+                match entries.next().now_or_never() {
+                    Some(Some(item)) => batch.push(item?),
+                    _ => break,
+                }
             }
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.apply_batch(batch))
+                .await
+                .map_err(|e| io::Error::other(format!("state machine apply failed: {e}")))?;
         }
         Ok(())
     }

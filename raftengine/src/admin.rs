@@ -103,8 +103,21 @@ pub trait Admin: Send + Sync {
         catch_up: CatchUp,
     ) -> Result<Index>;
 
-    /// Removes `id` (voter or learner). Removing the leader itself first
-    /// transfers leadership away.
+    /// Removes `id` (voter or learner).
+    ///
+    /// # Contract
+    ///
+    /// Returns the new configuration's index once the removal committed, on
+    /// every engine, also when `id` is the leader itself: the removed node
+    /// then stops (`StopReason::Removed`) and the remaining voters elect a
+    /// leader within an election timeout. To hand over without that pause,
+    /// [`transfer_leadership`](Self::transfer_leadership) first and remove
+    /// the old leader from the new one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FailedPrecondition`] if `id` is not a member or is the last
+    /// voter; the errors every membership call has (see the trait docs).
     async fn remove_server(&self, id: &str, prev_index: Option<Index>) -> Result<Index>;
 
     /// Hands leadership to `target` and returns once the target leads.

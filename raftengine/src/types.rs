@@ -35,11 +35,15 @@ pub enum State {
     Candidate,
     /// Accepts proposals and serves reads.
     Leader,
-    /// A non-voting member that replicates and applies the log.
+    /// A non-voting member that replicates and applies the log (listed as
+    /// a learner in the configuration it knows).
     Learner,
     /// The engine has been shut down or has stopped on a fatal error.
     Shutdown,
-    /// The engine cannot tell (for example before it finished starting).
+    /// Not listed in the configuration the node knows — a joiner no admin
+    /// call has added yet — or the engine cannot tell yet. A bootstrap voter
+    /// is `Follower` (or campaigning, or leading) from the moment
+    /// [`Factory::create`](crate::Factory::create) returns, never `Unknown`.
     Unknown,
 }
 

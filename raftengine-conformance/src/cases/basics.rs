@@ -207,3 +207,45 @@ pub async fn many_proposers_apply_the_identical_sequence<F: Factory>(factory: F)
     }
     c.shutdown().await;
 }
+
+/// The application's `apply` runs on a thread that may block — never on a
+/// thread that drives the async runtime (`StateMachine`'s contract; issue
+/// #13, item 9: openraft ran it on a runtime worker). Checked on every node,
+/// leader and followers, over writes from several proposers.
+pub async fn apply_runs_off_the_async_runtime<F: Factory>(factory: F) {
+    let c = Cluster::start(factory, 3).await;
+    let l = c.wait_leader().await;
+    let e = c.engine(l).clone();
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..50 {
+                last = e
+                    .propose(put(format!("off-{p}-{i}"), "v"))
+                    .await
+                    .expect("put")
+                    .commit_index;
+            }
+            last
+        }));
+    }
+    let mut last = 0;
+    for t in tasks {
+        last = last.max(t.await.expect("proposer task"));
+    }
+    for i in 0..c.nodes.len() {
+        c.wait_applied(i, last).await;
+        let s = c.nodes[i].kv.lock();
+        assert!(s.applied.len() >= 200, "{} applied only {}", c.nodes[i].id, s.applied.len());
+        assert_eq!(
+            s.applied_on_runtime_worker, 0,
+            "{}: {} of {} applies ran on an async runtime worker",
+            c.nodes[i].id,
+            s.applied_on_runtime_worker,
+            s.applied.len()
+        );
+    }
+    c.shutdown().await;
+}

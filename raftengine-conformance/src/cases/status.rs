@@ -71,3 +71,80 @@ pub async fn check_serving_only_on_the_leader<F: Factory>(factory: F) {
     }
     c.shutdown().await;
 }
+
+/// What a node reports before the first election and before it is added
+/// (issue #13, item 5):
+///
+/// 1. A bootstrap voter reports `Follower`, `Candidate` or `Leader` from the
+///    moment `create` returns — never `Learner` or `Unknown`.
+/// 2. Before any membership change every node reports configuration index
+///    0 (the bootstrap configuration, `Configuration::index`).
+/// 3. A joiner nobody has added yet reports `Unknown`; once added as a
+///    learner, `Learner`; once promoted, `Follower` (or a leading role).
+pub async fn roles_before_the_first_election_and_before_being_added<F: Factory>(factory: F) {
+    use raftengine::CatchUp;
+    let mut c = Cluster::start(factory, 3).await;
+    // 1.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let s = c.engine(i).state();
+        assert!(
+            matches!(s, State::Follower | State::Candidate | State::Leader),
+            "bootstrap voter {} reports {s:?}",
+            n.id
+        );
+    }
+    // 2.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let conf = c.engine(i).configuration().await.expect("configuration");
+        assert_eq!(conf.index, 0, "{}: bootstrap configuration index", n.id);
+    }
+    let l = c.wait_leader().await;
+    let conf = c.engine(l).configuration().await.expect("configuration");
+    assert_eq!(
+        conf.index, 0,
+        "the first leader changed the configuration index"
+    );
+    // 3.
+    let j = c.spawn_joiner("n4", false).await;
+    assert_eq!(c.engine(j).state(), State::Unknown, "a joiner nobody added");
+    let address = c.nodes[j].address.clone();
+    let e = c.engine(l).clone();
+    wait_for("the leader to add learner n4", || async {
+        match e.add_learner("n4", &address, Some(0)).await {
+            Ok(i) => Some(i),
+            Err(Error::ConfChangePending) => None,
+            Err(other) => panic!("add learner n4: {other}"),
+        }
+    })
+    .await;
+    let je = c.engine(j).clone();
+    wait_for("n4 to report Learner", || async {
+        (je.state() == State::Learner).then_some(())
+    })
+    .await;
+    let w = e.propose(put("roles", "1")).await.expect("put");
+    wait_for("the promotion of n4", || async {
+        match e
+            .promote_learner(
+                "n4",
+                None,
+                CatchUp::at_least(w.commit_index).expect("nonzero"),
+            )
+            .await
+        {
+            Ok(i) => Some(i),
+            Err(Error::FailedPrecondition { .. } | Error::ConfChangePending) => None,
+            Err(other) => panic!("promote n4: {other}"),
+        }
+    })
+    .await;
+    wait_for("n4 to report a voter's role", || async {
+        matches!(
+            je.state(),
+            State::Follower | State::Candidate | State::Leader
+        )
+        .then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
