@@ -238,9 +238,15 @@ pub async fn apply_runs_off_the_async_runtime<F: Factory>(factory: F) {
     for i in 0..c.nodes.len() {
         c.wait_applied(i, last).await;
         let s = c.nodes[i].kv.lock();
-        assert!(s.applied.len() >= 200, "{} applied only {}", c.nodes[i].id, s.applied.len());
+        assert!(
+            s.applied.len() >= 200,
+            "{} applied only {}",
+            c.nodes[i].id,
+            s.applied.len()
+        );
         assert_eq!(
-            s.applied_on_runtime_worker, 0,
+            s.applied_on_runtime_worker,
+            0,
             "{}: {} of {} applies ran on an async runtime worker",
             c.nodes[i].id,
             s.applied_on_runtime_worker,
