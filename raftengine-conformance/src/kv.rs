@@ -225,6 +225,18 @@ impl raftengine::StateMachine for KvStateMachine {
     }
 }
 
+/// True on a thread that drives tokio tasks (a runtime worker): there
+/// `Handle::block_on` refuses, by panicking, while blocking-pool threads and
+/// threads outside any runtime may block.
+fn on_runtime_worker() -> bool {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    // The refusal is a panic (its message shows in the output of a failing
+    // run only); the panic hook is process-wide, so it is left alone.
+    std::panic::catch_unwind(|| handle.block_on(async {})).is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,16 +260,4 @@ mod tests {
                 .is_err()
         );
     }
-}
-
-/// True on a thread that drives tokio tasks (a runtime worker): there
-/// `Handle::block_on` refuses, by panicking, while blocking-pool threads and
-/// threads outside any runtime may block.
-fn on_runtime_worker() -> bool {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return false;
-    };
-    // The refusal is a panic (its message shows in the output of a failing
-    // run only); the panic hook is process-wide, so it is left alone.
-    std::panic::catch_unwind(|| handle.block_on(async {})).is_err()
 }
