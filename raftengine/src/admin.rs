@@ -79,10 +79,36 @@ pub trait Admin: Send + Sync {
     ///
     /// Prefer [`Admin::add_learner`] followed by [`Admin::promote_learner`]:
     /// a fresh voter that must catch up counts toward the quorum immediately.
+    ///
+    /// # Contract
+    ///
+    /// Re-adding a voter at the address it has changes nothing and returns
+    /// the current configuration index, so a retry after
+    /// [`Error::OutcomeUnknown`] is safe.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an empty id, an address that is not
+    /// `host:port` ([`check_address`](crate::check_address)), or an id that
+    /// [`numeric_id`](crate::backend::numeric_id) maps to the same number as
+    /// another member's (refused by every engine, so a cluster's ids stay
+    /// valid whichever engine runs it); [`Error::FailedPrecondition`] for a
+    /// member at another address (remove it first to move it).
     async fn add_voter(&self, id: &str, address: &str, prev_index: Option<Index>) -> Result<Index>;
 
     /// Adds `id` at `address` as a learner: it receives and applies the log
     /// but never counts toward a quorum.
+    ///
+    /// # Contract
+    ///
+    /// Re-adding a learner at the address it has changes nothing and
+    /// returns the current configuration index.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_voter`](Self::add_voter); also
+    /// [`Error::FailedPrecondition`] for a voter (a learner is never made by
+    /// demoting one).
     async fn add_learner(
         &self,
         id: &str,

@@ -88,6 +88,15 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
     ] {
         cases.push(("a local address that is not host:port", at(bad)));
     }
+    let (first, second) = crate::cases::membership::COLLIDING_IDS;
+    cases.push((
+        "two peer ids with the same numeric id",
+        make("a").with_bootstrap(true).with_peers(vec![
+            Server::voter("a", "127.0.0.1:1"),
+            Server::voter(first, "127.0.0.1:2"),
+            Server::voter(second, "127.0.0.1:3"),
+        ]),
+    ));
     cases.push((
         "a peer at an address that is not host:port",
         make("a").with_bootstrap(true).with_peers(vec![

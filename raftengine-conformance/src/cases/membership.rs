@@ -556,6 +556,7 @@ pub async fn an_answered_change_is_visible_to_the_next_call<F: Factory>(factory:
 ///    has → `Ok(current configuration index)`, nothing proposed.
 /// 3. The same at another address → `FailedPrecondition`.
 /// 4. `add_learner` of a voter → `FailedPrecondition` (no silent demotion).
+/// 5. An id whose numeric id collides with a member's → `InvalidConfig`.
 pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
@@ -625,5 +626,38 @@ pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
         "add_learner of voter {voter_id}: {demoted:?}"
     );
     assert_eq!(index().await, before);
+
+    // 5. An id that raftengine's numeric mapping merges with a member's is
+    //    `InvalidConfig` on every engine (issue #13, item 7), so a cluster's
+    //    ids stay valid whichever engine runs it.
+    let (first, second) = COLLIDING_IDS;
+    assert_eq!(
+        raftengine::backend::numeric_id(first),
+        raftengine::backend::numeric_id(second),
+        "the pinned pair no longer collides"
+    );
+    let (_, with_first) = c.add_learner_node(l, first).await;
+    let e = c.engine(l).clone();
+    for as_voter in [false, true] {
+        let got = if as_voter {
+            e.add_voter(second, "127.0.0.1:7010", None).await
+        } else {
+            e.add_learner(second, "127.0.0.1:7010", None).await
+        };
+        assert!(
+            matches!(got, Err(Error::InvalidConfig(_))),
+            "adding {second} beside {first} (voter: {as_voter}): expected InvalidConfig, got {got:?}"
+        );
+    }
+    let conf = e.configuration().await.expect("configuration");
+    assert_eq!(
+        conf.index, with_first,
+        "a refused id changed the configuration"
+    );
     c.shutdown().await;
 }
+
+/// Two node ids with the same FNV-1a 64 hash
+/// ([`raftengine::backend::numeric_id`]), found by a distinguished-point
+/// collision search; both are valid ids on their own.
+pub const COLLIDING_IDS: (&str, &str) = ("n-e3aa66b1beb61d74", "n-d6d8a48942f97c9d");
