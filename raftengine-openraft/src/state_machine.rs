@@ -259,7 +259,8 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
         // The application's `apply` may block (the contract runs it on a
         // blocking thread), so it never runs on a runtime worker: every
         // entry already available goes to one blocking-pool call, one hop
-        // per batch rather than per entry.
+        // per batch rather than per entry (a dedicated apply thread measured
+        // no better; docs/backends/openraft.md).
         while let Some(first) = entries.next().await {
             let mut batch = vec![first?];
             while batch.len() < APPLY_BATCH {
