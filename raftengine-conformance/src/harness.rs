@@ -24,7 +24,20 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `cond` every 20 ms until it returns `Some`, or panics after
 /// [`WAIT`] saying what never happened.
-pub async fn wait_for<T, Fut>(what: &str, mut cond: impl FnMut() -> Fut) -> T
+pub async fn wait_for<T, Fut>(what: &str, cond: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for_explained(what, cond, String::new).await
+}
+
+/// [`wait_for`] that, on timeout, adds what `explain` says about the state
+/// it gave up in (so a flake tells more than that it timed out).
+pub(crate) async fn wait_for_explained<T, Fut>(
+    what: &str,
+    mut cond: impl FnMut() -> Fut,
+    explain: impl Fn() -> String,
+) -> T
 where
     Fut: Future<Output = Option<T>>,
 {
@@ -33,10 +46,9 @@ where
         if let Some(v) = cond().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!("timed out after {WAIT:?} waiting for: {what}{}", explain());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -360,7 +372,7 @@ impl<F: Factory> Cluster<F> {
     /// Waits until exactly one of `group` leads and every member of `group`
     /// names it; returns its position.
     pub async fn wait_leader_among(&self, group: &[usize]) -> usize {
-        wait_for(
+        wait_for_explained(
             &format!("one leader among {group:?} that they all know"),
             || async {
                 let running: Vec<usize> = group.to_vec();
@@ -378,8 +390,34 @@ impl<F: Factory> Cluster<F> {
                     .all(|i| self.engine(*i).leader().is_some_and(|l| &l.id == leader_id));
                 all_agree.then_some(leaders[0])
             },
+            || self.describe(group),
         )
         .await
+    }
+
+    /// One line per node of `group`: what its engine reports.
+    pub fn describe(&self, group: &[usize]) -> String {
+        let mut out = String::new();
+        for &i in group {
+            let line = match self.nodes[i].try_engine() {
+                Some(e) => {
+                    let s = e.status();
+                    format!(
+                        "{:?} term {} leader {:?} commit {} applied {} last log {} config {}",
+                        s.state,
+                        s.term,
+                        s.leader.map(|l| l.id),
+                        s.commit_index,
+                        s.applied_index,
+                        s.last_log_index,
+                        s.configuration_index
+                    )
+                }
+                None => "not running".to_owned(),
+            };
+            out.push_str(&format!("\n  {}: {line}", self.nodes[i].id));
+        }
+        out
     }
 
     /// Any running node other than `not`.
