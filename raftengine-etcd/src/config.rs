@@ -59,7 +59,7 @@ pub struct EtcdConfig {
     pub snapshot_keep_entries: u64,
     /// How long the Raft loop keeps polling for the next event (yielding the
     /// CPU between polls) before it sleeps; see
-    /// [`blocking_recv_spinning`](raftengine::backend::blocking_recv_spinning).
+    /// [`blocking_recv_spinning`](raftengine_kit::idle_spin::blocking_recv_spinning).
     /// A durable write waits for several such wake-ups (proposal, follower
     /// append, follower ack), each tens of microseconds on a VM. Measured on
     /// the bench's 3-node loopback cluster (docs/benchmarks.md): single-client

@@ -39,9 +39,9 @@ use crate::config::EtcdConfig;
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
 use crate::transport::{Outbound, SendFailure};
-use raftengine::backend::blocking_recv_spinning;
-use raftengine::backend::numeric_id as raft_id;
+use raftengine::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::idle_spin::blocking_recv_spinning;
 use raftengine_kit::join_alarm::JoinAlarm;
 
 /// Most extra events folded into one round after the first.

@@ -17,7 +17,7 @@ use crate::shared::Shared;
 use crate::storage::decode_snapshot_data;
 use crate::storage::{Member, RaftStorage};
 use crate::transport::{Inbound, Outbound};
-use raftengine::backend::numeric_id as raft_id;
+use raftengine::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
 use raftengine_kit::join_alarm::JoinAlarm;
 use raftengine_kit::read_thread::ReadThread;
@@ -76,7 +76,6 @@ impl Factory for EtcdFactory {
         config.validate()?;
         self.config.validate()?;
         let members = members_of(&config);
-        raftengine::backend::check_numeric_ids(members.iter().map(|m| m.id.as_str()))?;
         let local_raft_id = raft_id(&config.local_id);
 
         let data_dir = config.data_dir.clone();

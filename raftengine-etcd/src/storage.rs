@@ -35,8 +35,8 @@ use raftengine_kit::node_dir::IDENTITY_FILE;
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 
 use protobuf::Message as _;
-use raftengine::backend::{CachedEntry, EntryCache};
 use raftengine::{Error, Result};
+use raftengine_kit::entry_cache::{CachedEntry, EntryCache};
 
 use crate::watermark::{Mark, MarkFile};
 

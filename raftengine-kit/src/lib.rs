@@ -8,6 +8,10 @@
 //!
 //! * [`durable`]: files and directories made durable the POSIX way (fsync
 //!   the file, then fsync the directory that names it).
+//! * [`entry_cache`]: the newest log entries in memory, bounded in count and
+//!   bytes (both Raft libraries read back what they just wrote).
+//! * [`idle_spin`]: receiving on a dedicated thread without a wake-up per
+//!   event.
 //! * [`join_alarm`]: the join-as-learner alarm, decided by the role a node
 //!   first joined with.
 //! * [`member`]: checks of a server an admin call is about to add.
@@ -20,6 +24,8 @@
 //!   and received durably.
 
 pub mod durable;
+pub mod entry_cache;
+pub mod idle_spin;
 pub mod join_alarm;
 pub mod member;
 pub mod node_dir;

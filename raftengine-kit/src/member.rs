@@ -21,13 +21,13 @@ pub fn check_new(id: &str, address: &str) -> Result<()> {
 }
 
 /// Refuses to add `id` when its numeric id
-/// ([`raftengine::backend::numeric_id`]) already belongs to the member
+/// ([`raftengine::numeric_id`]) already belongs to the member
 /// `holder` of another name: the two would be merged into one Raft node.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidConfig`] naming both ids (the same variant
-/// [`raftengine::backend::check_numeric_ids`] gives at start).
+/// `FactoryConfig::validate` gives at start).
 pub fn check_numeric_id_free(id: &str, holder: Option<&str>) -> Result<()> {
     match holder {
         Some(other) if other != id => Err(Error::InvalidConfig(format!(

@@ -537,7 +537,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
     }
 
     fn check_id(&self, membership: &StoredMembership, id: &str) -> Result<u64> {
-        let nid = raftengine::backend::numeric_id(id);
+        let nid = raftengine::numeric_id(id);
         raftengine_kit::member::check_numeric_id_free(
             id,
             membership.get_node(&nid).map(|p| p.id.as_str()),
@@ -590,7 +590,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
         let voters: BTreeSet<u64> = s.membership.voter_ids().collect();
         let nid = match &target {
             TransferTarget::Server(id) => {
-                let nid = raftengine::backend::numeric_id(id);
+                let nid = raftengine::numeric_id(id);
                 if nid == self.node_id {
                     return Err(Error::failed_precondition("this node already leads"));
                 }

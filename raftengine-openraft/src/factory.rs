@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use openraft::Raft;
-use raftengine::backend::{check_numeric_ids, numeric_id};
+use raftengine::numeric_id;
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 use raftengine_kit::SnapshotDir;
 use raftengine_kit::join_alarm::JoinAlarm;
@@ -58,13 +58,6 @@ impl Factory for OpenraftFactory {
     ) -> Result<FactoryResult<S::Response>> {
         config.validate()?;
         self.config.validate()?;
-        check_numeric_ids(
-            config
-                .peers
-                .iter()
-                .map(|p| p.id.as_str())
-                .chain([config.local_id.as_str()]),
-        )?;
         let raft_config = Arc::new(self.config.to_openraft()?);
         let node_id = numeric_id(&config.local_id);
         let local_ip = if self.config.bind_outbound_to_local_ip {

@@ -49,7 +49,7 @@ use raft_engine::{
     Command as LogCommand, Config as EngineConfig, LogBatch, MessageExt, RecoveryMode,
 };
 use raft_proto::eraftpb;
-use raftengine::backend::{CachedEntry, EntryCache};
+use raftengine_kit::entry_cache::{CachedEntry, EntryCache};
 use raftengine_kit::node_dir::IDENTITY_FILE;
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 use raftengine_kit::read_thread::ReadThread;

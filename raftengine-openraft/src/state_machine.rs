@@ -2,7 +2,7 @@
 //! [`raftengine::StateMachine`].
 //!
 //! Snapshots are files in `<data_dir>/snapshots` written by
-//! [`raftengine::backend::SnapshotDir`] (header, payload, CRC-32, written to a
+//! [`raftengine_kit::SnapshotDir`] (header, payload, CRC-32, written to a
 //! temporary name, fsynced, renamed). The payload starts with the openraft
 //! snapshot metadata (last log id and membership, bincode, length-prefixed)
 //! followed by exactly what the application's `Snapshot::write_to` wrote, so

@@ -105,9 +105,10 @@ impl<S> FactoryConfig<S> {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for an empty id, an address that is not
-    /// `host:port` ([`check_address`]), duplicate peer ids, a bootstrap
-    /// peer list that lacks the local node or lists it as a learner, or
-    /// `bootstrap` together with `join_as_learner`.
+    /// `host:port` ([`check_address`]), duplicate peer ids, two ids with
+    /// one [`numeric_id`](crate::numeric_id), a bootstrap peer list that
+    /// lacks the local node or lists it as a learner, or `bootstrap`
+    /// together with `join_as_learner`.
     pub fn validate(&self) -> Result<()> {
         if self.local_id.is_empty() {
             return Err(Error::InvalidConfig("local_id is empty".into()));
@@ -137,6 +138,9 @@ impl<S> FactoryConfig<S> {
                 )));
             }
         }
+        crate::numeric_id::check_numeric_ids(
+            std::iter::once(self.local_id.as_str()).chain(self.peers.iter().map(|p| p.id.as_str())),
+        )?;
         if self.bootstrap {
             if self.join_as_learner {
                 return Err(Error::InvalidConfig(

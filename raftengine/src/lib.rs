@@ -152,13 +152,13 @@
 
 mod address;
 mod admin;
-pub mod backend;
 mod callbacks;
 mod engine;
 mod error;
 mod factory;
 mod leader_view;
 mod lease;
+mod numeric_id;
 mod proposer;
 mod readers;
 mod server;
@@ -173,6 +173,7 @@ pub use error::{BoxError, Error, Result};
 pub use factory::{Factory, FactoryConfig, FactoryResult};
 pub use leader_view::LeaderView;
 pub use lease::{LeaseBasis, LeaseDenied, LeaseGrant, LeaseProvider};
+pub use numeric_id::numeric_id;
 pub use proposer::Proposer;
 pub use readers::{ConfigReader, HealthReader, StatusReader};
 pub use server::TransportServer;

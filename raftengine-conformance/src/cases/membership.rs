@@ -632,8 +632,8 @@ pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
     //    ids stay valid whichever engine runs it.
     let (first, second) = COLLIDING_IDS;
     assert_eq!(
-        raftengine::backend::numeric_id(first),
-        raftengine::backend::numeric_id(second),
+        raftengine::numeric_id(first),
+        raftengine::numeric_id(second),
         "the pinned pair no longer collides"
     );
     let (_, with_first) = c.add_learner_node(l, first).await;
@@ -658,6 +658,6 @@ pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
 }
 
 /// Two node ids with the same FNV-1a 64 hash
-/// ([`raftengine::backend::numeric_id`]), found by a distinguished-point
+/// ([`raftengine::numeric_id`]), found by a distinguished-point
 /// collision search; both are valid ids on their own.
 pub const COLLIDING_IDS: (&str, &str) = ("n-e3aa66b1beb61d74", "n-d6d8a48942f97c9d");

@@ -34,7 +34,7 @@ pub struct CachedEntry<T> {
 /// answer `None` for anything not held, never a guess.
 ///
 /// ```
-/// use raftengine::backend::{CachedEntry, EntryCache};
+/// use raftengine_kit::entry_cache::{CachedEntry, EntryCache};
 ///
 /// let mut cache = EntryCache::new(1024, 1 << 20);
 /// cache.append((5..=7).map(|i| CachedEntry { index: i, term: 2, size: 10, entry: i * 100 }));

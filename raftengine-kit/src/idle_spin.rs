@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{Receiver, error::TryRecvError};
 ///
 /// ```
 /// use std::time::Duration;
-/// use raftengine::backend::blocking_recv_spinning;
+/// use raftengine_kit::idle_spin::blocking_recv_spinning;
 ///
 /// let (tx, mut rx) = tokio::sync::mpsc::channel(4);
 /// std::thread::spawn(move || tx.blocking_send(7u32));

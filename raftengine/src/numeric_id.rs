@@ -2,15 +2,23 @@
 //! libraries use.
 //!
 //! The number is a deterministic hash of the string, so every node derives
-//! the same number without coordination. A backend refuses two ids that hash
-//! alike instead of silently merging them.
+//! the same number without coordination. It is part of the contract, not a
+//! backend detail: a set of ids valid on one engine must be valid on every
+//! engine, so that switching engines never strands a cluster.
 
 /// The numeric id of `id`: 64-bit FNV-1a, never 0 (raft-rs reserves 0).
 ///
-/// Stable forever: data dirs and logs store these numbers.
+/// # Contract
+///
+/// Stable forever: data dirs and logs store these numbers. Two distinct ids
+/// with one numeric id cannot be members of one cluster on any engine:
+/// [`FactoryConfig::validate`](crate::FactoryConfig::validate) refuses them
+/// among the peers, and `add_voter`/`add_learner` refuse an id that
+/// collides with a member's, both with
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig).
 ///
 /// ```
-/// use raftengine::backend::numeric_id;
+/// use raftengine::numeric_id;
 /// assert_eq!(numeric_id("n1"), numeric_id("n1"));
 /// assert_ne!(numeric_id("n1"), numeric_id("n2"));
 /// ```
@@ -31,12 +39,7 @@ pub fn numeric_id(id: &str) -> u64 {
 /// # Errors
 ///
 /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming both ids.
-///
-/// ```
-/// use raftengine::backend::check_numeric_ids;
-/// assert!(check_numeric_ids(["n1", "n2", "n1"]).is_ok());
-/// ```
-pub fn check_numeric_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> crate::Result<()> {
+pub(crate) fn check_numeric_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> crate::Result<()> {
     let mut seen: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
     for id in ids {
         if let Some(other) = seen.insert(numeric_id(id), id) {
@@ -53,6 +56,17 @@ pub fn check_numeric_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> crate::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_are_fine_and_collisions_are_not() {
+        assert!(check_numeric_ids(["n1", "n2", "n1"]).is_ok());
+        // An FNV-1a 64 collision (the pair the conformance suite pins).
+        let got = check_numeric_ids(["n-e3aa66b1beb61d74", "n-d6d8a48942f97c9d"]);
+        assert!(
+            matches!(&got, Err(crate::Error::InvalidConfig(m)) if m.contains("same numeric id")),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn ids_are_stable_and_distinct() {
