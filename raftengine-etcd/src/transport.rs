@@ -45,12 +45,8 @@ const LANE_QUEUE: usize = 4096;
 /// Batches a lane may have sent but not yet seen acknowledged; beyond this
 /// the lane stops taking messages (its queue fills, then drops).
 const MAX_IN_FLIGHT: usize = 64;
-/// How often the leader tries to tell a removed node (one per `rpc_timeout`).
-const REMOVED_NOTICE_ATTEMPTS: usize = 30;
 /// Largest frame accepted from a peer.
 pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Bytes per snapshot chunk.
-const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 /// Largest snapshot file accepted from a peer.
 const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
@@ -240,7 +236,15 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
         let tmp = self
             .snapshots
             .receive_path(header.index, header.term, rand::random());
-        let result = receive_file(&tmp, &header, first, &mut stream, self.enqueue_timeout).await;
+        let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
+        let result = raftengine_kit::snapshot_stream::receive_file(
+            &tmp,
+            header.size,
+            first.data,
+            &mut rest,
+            self.enqueue_timeout,
+        )
+        .await;
         if let Err(status) = result {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(status);
@@ -261,41 +265,6 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
             Err(e) => Err(Status::internal(format!("snapshot check failed: {e}"))),
         }
     }
-}
-
-/// Writes the streamed file to `tmp`, fsyncs it, and checks its size. Each
-/// chunk must arrive within `progress_timeout` of the previous one.
-async fn receive_file(
-    tmp: &std::path::Path,
-    header: &SnapshotHeader,
-    first: SnapshotChunk,
-    stream: &mut tonic::Streaming<SnapshotChunk>,
-    progress_timeout: Duration,
-) -> Result<(), Status> {
-    use tokio::io::AsyncWriteExt as _;
-    let io = |e: std::io::Error| Status::internal(format!("snapshot file: {e}"));
-    let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
-    let mut received = 0u64;
-    let mut chunk = Some(first);
-    loop {
-        let Some(c) = chunk.take() else {
-            break;
-        };
-        received += c.data.len() as u64;
-        if received > header.size {
-            return Err(Status::invalid_argument("snapshot larger than announced"));
-        }
-        file.write_all(&c.data).await.map_err(io)?;
-        chunk = match tokio::time::timeout(progress_timeout, stream.message()).await {
-            Ok(next) => next?,
-            Err(_) => return Err(Status::deadline_exceeded("snapshot stream stalled")),
-        };
-    }
-    if received != header.size {
-        return Err(Status::invalid_argument("snapshot shorter than announced"));
-    }
-    file.sync_all().await.map_err(io)?;
-    Ok(())
 }
 
 /// Feedback from the senders to the Raft loop.
@@ -437,25 +406,23 @@ impl Outbound {
         let from_id = self.local_id.clone();
         let rpc_timeout = self.rpc_timeout;
         self.runtime.spawn(async move {
-            let channel = endpoint.connect_lazy();
-            let mut client = RaftTransportClient::new(channel);
-            for _ in 0..REMOVED_NOTICE_ATTEMPTS {
+            let client = RaftTransportClient::new(endpoint.connect_lazy());
+            let delivered = raftengine_kit::peer::deliver_removed_notice(rpc_timeout, || {
                 let mut request = Request::new(RemovedNotice {
                     from_id: from_id.clone(),
                     removed_id: removed_id.clone(),
                     conf_index,
                 });
                 request.set_timeout(rpc_timeout);
-                match tokio::time::timeout(rpc_timeout, client.removed(request)).await {
-                    Ok(Ok(_)) => {
-                        tracing::info!(node = %removed_id, conf_index, "removed node notified");
-                        return;
-                    }
-                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
-                    _ => tokio::time::sleep(rpc_timeout).await,
-                }
+                let mut client = client.clone();
+                async move { client.removed(request).await }
+            })
+            .await;
+            if delivered {
+                tracing::info!(node = %removed_id, conf_index, "removed node notified");
+            } else {
+                tracing::info!(node = %removed_id, "removed node did not take the notice; it stays up until stopped");
             }
-            tracing::info!(node = %removed_id, "removed node did not answer; it stays up until stopped");
         });
     }
 
@@ -473,17 +440,8 @@ impl Outbound {
     }
 
     fn endpoint(&self, address: &str) -> Option<Endpoint> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
-        Some(
-            endpoint
-                .connect_timeout(self.rpc_timeout)
-                .timeout(self.rpc_timeout)
-                .tcp_nodelay(true)
-                .local_address(self.local_ip)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(self.rpc_timeout)
-                .keep_alive_while_idle(true),
-        )
+        raftengine_kit::peer::endpoint(address, self.rpc_timeout, self.local_ip)
+            .map(|e| e.timeout(self.rpc_timeout))
     }
 
     fn connect(&self, to: u64, address: &str) -> Option<Peer> {
@@ -727,9 +685,8 @@ async fn stream_snapshot(
     from_address: String,
     rpc_timeout: Duration,
 ) -> Result<(), String> {
-    use tokio::io::AsyncReadExt as _;
     let path = snapshots.path(meta.index, meta.term);
-    let mut file = tokio::fs::File::open(&path)
+    let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| format!("open {}: {e}", path.display()))?;
     let size = file
@@ -737,47 +694,25 @@ async fn stream_snapshot(
         .await
         .map_err(|e| format!("stat {}: {e}", path.display()))?
         .len();
-    let mut client = RaftTransportClient::new(channel.clone());
-    // A small queue between the file and the call: each chunk must be taken
-    // by the network within `rpc_timeout` (a progress-based deadline), while
-    // the whole transfer may take as long as the file needs.
-    let (chunks, rx) = mpsc::channel::<SnapshotChunk>(2);
     let header = SnapshotHeader {
         from_id: from_id.clone(),
         index: meta.index,
         term: meta.term,
         size,
     };
-    let call = tokio::spawn(async move {
-        client
-            .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    let mut first = true;
-    loop {
-        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read {}: {e}", path.display()))?;
-        if n == 0 && !first {
-            break;
-        }
-        buf.truncate(n);
-        let chunk = SnapshotChunk {
-            header: first.then(|| header.clone()),
-            data: Bytes::from(buf),
-        };
-        first = false;
-        if chunks.send_timeout(chunk, rpc_timeout).await.is_err() {
-            call.abort();
-            return Err("snapshot transfer made no progress".into());
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    drop(chunks);
+    let mut header = Some(header);
+    let mut client = RaftTransportClient::new(channel.clone());
+    let call = raftengine_kit::snapshot_stream::send_file(
+        file,
+        rpc_timeout,
+        |data| SnapshotChunk {
+            header: header.take(),
+            data,
+        },
+        |chunks| async move { client.install_snapshot(chunks).await },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     match tokio::time::timeout(rpc_timeout, call).await {
         Ok(Ok(Ok(_))) => {}
         Ok(Ok(Err(status))) => return Err(format!("peer refused snapshot: {status}")),

@@ -16,12 +16,16 @@
 //!   first joined with.
 //! * [`member`]: checks of a server an admin call is about to add.
 //! * [`node_dir`]: whether a data dir holds a node (its identity file).
+//! * [`peer`]: a peer client endpoint's defaults and the removed-node
+//!   notice's bounded delivery.
 //! * [`raft_log`]: a `raft-engine` log whose fsyncs are counted at the file
 //!   layer and whose explicit [`sync`](raft_log::sync) really syncs.
 //! * [`read_thread`]: a thread that reads one log and no other (raft-engine
 //!   caches decoded blocks per thread, not per log).
 //! * [`snapshot_dir`]: checksummed state-machine snapshot files, written
 //!   and received durably.
+//! * [`snapshot_stream`]: a snapshot file streamed between peers with a
+//!   deadline on progress.
 
 pub mod durable;
 pub mod entry_cache;
@@ -29,10 +33,12 @@ pub mod idle_spin;
 pub mod join_alarm;
 pub mod member;
 pub mod node_dir;
+pub mod peer;
 pub mod raft_log;
 pub mod read_thread;
 mod setters;
 pub mod snapshot_dir;
+pub mod snapshot_stream;
 
 pub use snapshot_dir::SnapshotDir;
 

@@ -27,9 +27,9 @@ use openraft::raft::{
 use openraft::{RaftNetworkV2, Snapshot};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::codec::{decode, encode};
 use crate::pb::raft_network_client::RaftNetworkClient;
@@ -38,11 +38,6 @@ use crate::state_machine::SnapshotFile;
 use crate::types::{Committed, Peer, TypeConfig, Vote};
 
 type Client = RaftNetworkClient<Channel>;
-
-/// Bytes per snapshot chunk.
-const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-/// How often the leader tries to tell a removed node.
-const REMOVED_NOTICE_ATTEMPTS: usize = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
@@ -87,15 +82,8 @@ impl Outbound {
         if let Some(c) = cache.get(&(address.to_owned(), lane)) {
             return Some(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .ok()?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .local_address(self.local_ip)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(self.connect_timeout)
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = raftengine_kit::peer::endpoint(address, self.connect_timeout, self.local_ip)?
+            .connect_lazy();
         cache.insert((address.to_owned(), lane), channel.clone());
         Some(channel)
     }
@@ -124,7 +112,7 @@ impl Outbound {
         };
         let deadline = self.connect_timeout;
         tokio::spawn(async move {
-            for _ in 0..REMOVED_NOTICE_ATTEMPTS {
+            let delivered = raftengine_kit::peer::deliver_removed_notice(deadline, || {
                 let mut request = tonic::Request::new(RemovedNotice {
                     from_id: from_id.clone(),
                     removed_id: removed_id.clone(),
@@ -132,16 +120,14 @@ impl Outbound {
                 });
                 request.set_timeout(deadline);
                 let mut client = client.clone();
-                match tokio::time::timeout(deadline, client.removed(request)).await {
-                    Ok(Ok(_)) => {
-                        tracing::info!(node = %removed_id, conf_index, "removed node notified");
-                        return;
-                    }
-                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
-                    _ => tokio::time::sleep(deadline).await,
-                }
+                async move { client.removed(request).await }
+            })
+            .await;
+            if delivered {
+                tracing::info!(node = %removed_id, conf_index, "removed node notified");
+            } else {
+                tracing::info!(node = %removed_id, "removed node did not take the notice; it stays up until stopped");
             }
-            tracing::info!(node = %removed_id, "removed node did not answer; it stays up until stopped");
         });
     }
 
@@ -504,7 +490,6 @@ async fn send_snapshot(
     progress: Duration,
     install_timeout: Duration,
 ) -> Result<SnapshotResponse<TypeConfig>, SendError> {
-    use tokio::io::AsyncReadExt as _;
     let size = snapshot
         .snapshot
         .file
@@ -513,37 +498,22 @@ async fn send_snapshot(
         .len();
     let header = encode(&(vote, snapshot.meta.clone(), size))
         .map_err(|e| SendError::Local(format!("encode snapshot header: {e}")))?;
-    let mut file = tokio::fs::File::from_std(snapshot.snapshot.file);
-    let (chunks, rx) = mpsc::channel::<SnapshotChunk>(2);
-    let call = tokio::spawn(async move {
-        client
-            .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
+    let file = tokio::fs::File::from_std(snapshot.snapshot.file);
     let mut header = Some(header);
-    loop {
-        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| SendError::Local(format!("read snapshot: {e}")))?;
-        if n == 0 && header.is_none() {
-            break;
-        }
-        buf.truncate(n);
-        let chunk = SnapshotChunk {
+    let call = raftengine_kit::snapshot_stream::send_file(
+        file,
+        progress,
+        |data| SnapshotChunk {
             header: header.take().unwrap_or_default().into(),
-            data: buf.into(),
-        };
-        if chunks.send_timeout(chunk, progress).await.is_err() {
-            call.abort();
-            return Err(SendError::Stalled(progress));
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    drop(chunks);
+            data,
+        },
+        |chunks| async move { client.install_snapshot(chunks).await },
+    )
+    .await
+    .map_err(|e| match e {
+        raftengine_kit::snapshot_stream::SendFileError::Stalled(d) => SendError::Stalled(d),
+        other => SendError::Local(other.to_string()),
+    })?;
     match tokio::time::timeout(install_timeout, call).await {
         Ok(Ok(Ok(resp))) => decode(&resp.get_ref().payload)
             .map_err(|e| SendError::Local(format!("bad snapshot reply: {e}"))),

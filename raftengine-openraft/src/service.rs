@@ -212,7 +212,15 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             .map_or((0, 0), |l| (l.index, l.leader_id.term));
         let tmp = self.snapshots.receive_path(index, term, rand::random());
         let result = async {
-            receive_file(&tmp, size, first, &mut stream, self.progress_timeout).await?;
+            let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
+            raftengine_kit::snapshot_stream::receive_file(
+                &tmp,
+                size,
+                first.data,
+                &mut rest,
+                self.progress_timeout,
+            )
+            .await?;
             let file = std::fs::File::open(&tmp)
                 .map_err(|e| Status::internal(format!("open received snapshot: {e}")))?;
             let snapshot = openraft::Snapshot {
@@ -234,36 +242,4 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         let _ = tokio::fs::remove_file(&tmp).await;
         result
     }
-}
-
-/// Writes the streamed file to `tmp` and fsyncs it; each chunk must arrive
-/// within `progress` of the previous one and the total must match `size`.
-async fn receive_file(
-    tmp: &std::path::Path,
-    size: u64,
-    first: SnapshotChunk,
-    stream: &mut Streaming<SnapshotChunk>,
-    progress: Duration,
-) -> Result<(), Status> {
-    use tokio::io::AsyncWriteExt as _;
-    let io = |e: std::io::Error| Status::internal(format!("snapshot file: {e}"));
-    let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
-    let mut received = 0u64;
-    let mut chunk = Some(first);
-    while let Some(c) = chunk.take() {
-        received += c.data.len() as u64;
-        if received > size {
-            return Err(Status::invalid_argument("snapshot larger than announced"));
-        }
-        file.write_all(&c.data).await.map_err(io)?;
-        chunk = match tokio::time::timeout(progress, stream.message()).await {
-            Ok(next) => next?,
-            Err(_) => return Err(Status::deadline_exceeded("snapshot stream stalled")),
-        };
-    }
-    if received != size {
-        return Err(Status::invalid_argument("snapshot shorter than announced"));
-    }
-    file.sync_all().await.map_err(io)?;
-    Ok(())
 }
