@@ -90,7 +90,7 @@ pub trait Admin: Send + Sync {
     ///
     /// [`Error::InvalidConfig`] for an empty id, an address that is not
     /// `host:port` ([`check_address`](crate::check_address)), or an id that
-    /// [`numeric_id`](crate::backend::numeric_id) maps to the same number as
+    /// [`numeric_id`](crate::numeric_id) maps to the same number as
     /// another member's (refused by every engine, so a cluster's ids stay
     /// valid whichever engine runs it); [`Error::FailedPrecondition`] for a
     /// member at another address (remove it first to move it).
