@@ -289,7 +289,9 @@ impl<F: Factory> Cluster<F> {
         let config = FactoryConfig::new(id, address, dir, sm)
             .with_peers(peers)
             .with_bootstrap(bootstrap)
-            .with_join_as_learner(join_as_learner);
+            .with_join_as_learner(join_as_learner)
+            // The fault proxy tells links apart by their source IP.
+            .with_bind_outbound_to_local_ip(true);
         let created = self.factory.create(config).await?;
         let server = created.serve(listener)?;
         Ok(Running {

@@ -43,11 +43,6 @@ pub struct EtcdConfig {
     /// lease duration (covers clock-rate drift between nodes and one tick of
     /// granularity in raft-rs's election timer).
     pub lease_margin: Duration,
-    /// Open peer connections from the IP of `FactoryConfig::local_address`
-    /// instead of letting the OS choose. Needed when a node has several
-    /// addresses and peers (or a proxy in between, as in the conformance
-    /// suite's fault injection) must see which node a connection comes from.
-    pub bind_outbound_to_local_ip: bool,
     /// Take a state-machine snapshot after this many entries were applied
     /// since the last one; the log before it is then compacted. Default
     /// 100,000 (etcd's default `--snapshot-count`): each snapshot serializes
@@ -84,7 +79,6 @@ impl Default for EtcdConfig {
             max_pending_requests: 16 * 1024,
             rpc_timeout: Duration::from_secs(2),
             lease_margin: Duration::from_millis(150),
-            bind_outbound_to_local_ip: false,
             snapshot_interval: 100_000,
             snapshot_keep_entries: 5_000,
             idle_spin: Duration::from_micros(300),
@@ -102,7 +96,6 @@ raftengine_kit::config_setters!(EtcdConfig {
     with_max_pending_requests => max_pending_requests: usize,
     with_rpc_timeout => rpc_timeout: Duration,
     with_lease_margin => lease_margin: Duration,
-    with_bind_outbound_to_local_ip => bind_outbound_to_local_ip: bool,
     with_snapshot_interval => snapshot_interval: u64,
     with_snapshot_keep_entries => snapshot_keep_entries: u64,
     with_idle_spin => idle_spin: Duration,

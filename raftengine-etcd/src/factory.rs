@@ -75,6 +75,7 @@ impl Factory for EtcdFactory {
     ) -> Result<FactoryResult<S::Response>> {
         config.validate()?;
         self.config.validate()?;
+        let local_ip = config.outbound_source_ip()?;
         let members = members_of(&config);
         let local_raft_id = raft_id(&config.local_id);
 
@@ -187,17 +188,6 @@ impl Factory for EtcdFactory {
         let (events_tx, events_rx) =
             mpsc::channel::<Event<S::Response>>(self.config.max_pending_requests);
         let (failures_tx, failures_rx) = mpsc::channel(FAILURE_QUEUE);
-        let local_ip = if self.config.bind_outbound_to_local_ip {
-            let addr: std::net::SocketAddr = config.local_address.parse().map_err(|_| {
-                Error::InvalidConfig(format!(
-                    "bind_outbound_to_local_ip needs an ip:port local_address, got {:?}",
-                    config.local_address
-                ))
-            })?;
-            Some(addr.ip())
-        } else {
-            None
-        };
         let outbound = Outbound::new(
             snapshots.clone(),
             local_ip,

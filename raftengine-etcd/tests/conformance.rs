@@ -1,11 +1,7 @@
 //! The shared conformance suite against the raft-rs backend.
-//!
-//! The suite's fault injection tells links apart by source IP, so nodes open
-//! peer connections from their own address.
 
 fn factory() -> raftengine_etcd::EtcdFactory {
     let mut config = raftengine_etcd::EtcdConfig::default();
-    config.bind_outbound_to_local_ip = true;
     // Snapshot and compact often so the snapshot cases exercise transfer
     // and restore within a few hundred writes.
     config.snapshot_interval = 200;

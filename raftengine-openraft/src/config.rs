@@ -55,11 +55,6 @@ pub struct OpenraftConfig {
     pub transfer_timeout: Duration,
     /// Deadline of a linearizable read (the confirming heartbeat round).
     pub read_timeout: Duration,
-    /// Open peer connections from the IP of `FactoryConfig::local_address`
-    /// instead of letting the OS choose. Needed when a node has several
-    /// addresses and peers (or a proxy in between, as in the conformance
-    /// suite's fault injection) must see which node a connection comes from.
-    pub bind_outbound_to_local_ip: bool,
 }
 
 impl Default for OpenraftConfig {
@@ -78,7 +73,6 @@ impl Default for OpenraftConfig {
             snapshot_keep_entries: 5_000,
             transfer_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
-            bind_outbound_to_local_ip: false,
         }
     }
 }
@@ -97,7 +91,6 @@ raftengine_kit::config_setters!(OpenraftConfig {
     with_snapshot_keep_entries => snapshot_keep_entries: u64,
     with_transfer_timeout => transfer_timeout: Duration,
     with_read_timeout => read_timeout: Duration,
-    with_bind_outbound_to_local_ip => bind_outbound_to_local_ip: bool,
 });
 
 impl OpenraftConfig {

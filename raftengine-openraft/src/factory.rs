@@ -60,17 +60,7 @@ impl Factory for OpenraftFactory {
         self.config.validate()?;
         let raft_config = Arc::new(self.config.to_openraft()?);
         let node_id = numeric_id(&config.local_id);
-        let local_ip = if self.config.bind_outbound_to_local_ip {
-            let addr: std::net::SocketAddr = config.local_address.parse().map_err(|_| {
-                Error::InvalidConfig(format!(
-                    "bind_outbound_to_local_ip needs an ip:port local_address, got {:?}",
-                    config.local_address
-                ))
-            })?;
-            Some(addr.ip())
-        } else {
-            None
-        };
+        let local_ip = config.outbound_source_ip()?;
 
         let bootstrap_voters = config.bootstrap_voters();
         let data_dir = config.data_dir.clone();

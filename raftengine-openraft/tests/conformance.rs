@@ -1,11 +1,7 @@
 //! The shared conformance suite against the openraft backend.
-//!
-//! The suite's fault injection tells links apart by source IP, so nodes open
-//! peer connections from their own address.
 
 fn factory() -> raftengine_openraft::OpenraftFactory {
     let mut config = raftengine_openraft::OpenraftConfig::default();
-    config.bind_outbound_to_local_ip = true;
     // Snapshot and purge often so the snapshot cases exercise transfer and
     // restore within a few hundred writes.
     config.snapshot_interval = 200;

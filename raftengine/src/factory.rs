@@ -45,6 +45,12 @@ pub struct FactoryConfig<S> {
     /// change ever makes it a voter instead, the engine logs at ERROR (it
     /// keeps running: by then it already counts toward the quorum).
     pub join_as_learner: bool,
+    /// Open peer connections from the IP of `local_address` instead of
+    /// letting the OS choose: for a host with several addresses whose peers
+    /// (or a proxy in between, as in the conformance suite's fault
+    /// injection) must see which node a connection comes from. Needs an
+    /// `ip:port` `local_address` ([`FactoryConfig::outbound_source_ip`]).
+    pub bind_outbound_to_local_ip: bool,
     /// The application's state machine.
     pub state_machine: S,
 }
@@ -58,6 +64,7 @@ impl<S> fmt::Debug for FactoryConfig<S> {
             .field("peers", &self.peers)
             .field("bootstrap", &self.bootstrap)
             .field("join_as_learner", &self.join_as_learner)
+            .field("bind_outbound_to_local_ip", &self.bind_outbound_to_local_ip)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +85,7 @@ impl<S> FactoryConfig<S> {
             peers: Vec::new(),
             bootstrap: false,
             join_as_learner: false,
+            bind_outbound_to_local_ip: false,
             state_machine,
         }
     }
@@ -98,6 +106,40 @@ impl<S> FactoryConfig<S> {
     pub fn with_join_as_learner(mut self, join_as_learner: bool) -> Self {
         self.join_as_learner = join_as_learner;
         self
+    }
+
+    /// Sets [`FactoryConfig::bind_outbound_to_local_ip`].
+    pub fn with_bind_outbound_to_local_ip(mut self, bind: bool) -> Self {
+        self.bind_outbound_to_local_ip = bind;
+        self
+    }
+
+    /// The source IP peer connections must use: `None` (the OS picks)
+    /// unless [`FactoryConfig::bind_outbound_to_local_ip`] is set, then
+    /// the IP of `local_address`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when the flag is set and `local_address` is
+    /// not `ip:port` (a host name names no single source address).
+    ///
+    /// ```
+    /// let c = raftengine::FactoryConfig::new("n1", "127.0.0.2:7001", "/tmp/n1", ())
+    ///     .with_bind_outbound_to_local_ip(true);
+    /// assert_eq!(c.outbound_source_ip()?, Some("127.0.0.2".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn outbound_source_ip(&self) -> Result<Option<std::net::IpAddr>> {
+        if !self.bind_outbound_to_local_ip {
+            return Ok(None);
+        }
+        match self.local_address.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Ok(Some(addr.ip())),
+            Err(_) => Err(Error::InvalidConfig(format!(
+                "bind_outbound_to_local_ip needs an ip:port local_address, got {:?}",
+                self.local_address
+            ))),
+        }
     }
 
     /// Checks what can be checked without the data dir.
@@ -138,6 +180,7 @@ impl<S> FactoryConfig<S> {
                 )));
             }
         }
+        self.outbound_source_ip()?;
         crate::numeric_id::check_numeric_ids(
             std::iter::once(self.local_id.as_str()).chain(self.peers.iter().map(|p| p.id.as_str())),
         )?;
@@ -315,6 +358,13 @@ mod tests {
                 .with_bootstrap(true)
                 .with_peers(vec![Server::learner("n1", "127.0.0.1:1")]),
             cfg().with_bootstrap(true).with_join_as_learner(true),
+            // A host name names no single source address to bind.
+            FactoryConfig::new("n1", "localhost:7001", "/tmp", ())
+                .with_bind_outbound_to_local_ip(true),
+            cfg().with_peers(vec![
+                Server::voter("n-e3aa66b1beb61d74", "127.0.0.1:2"),
+                Server::voter("n-d6d8a48942f97c9d", "127.0.0.1:3"),
+            ]),
         ];
         for c in bad {
             assert!(
