@@ -827,31 +827,6 @@ mod tests {
         assert_eq!(&es[0].data[..], b"e1");
     }
 
-    fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(dir.join("raft-log"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "raftlog"))
-            .collect();
-        files.sort();
-        files
-    }
-
-    /// raft-engine preallocates: the data ends at the last non-zero byte.
-    fn data_end(file: &Path) -> u64 {
-        let bytes = std::fs::read(file).unwrap();
-        bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1
-    }
-
-    fn flip(file: &Path, at: u64) {
-        let mut bytes = std::fs::read(file).unwrap();
-        for b in &mut bytes[at as usize..at as usize + 8] {
-            *b ^= 0xa5;
-        }
-        std::fs::write(file, &bytes).unwrap();
-    }
-
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
         let mut hs = HardState::default();
         hs.term = term;
@@ -873,49 +848,6 @@ mod tests {
             .persist(&[], Some(&hard_state(2, 3, 10)), true)
             .unwrap();
         dir
-    }
-
-    #[test]
-    fn a_torn_tail_loses_only_the_unfinished_write() {
-        let dir = written_log();
-        {
-            let o = RaftStorage::open(dir.path(), "n1").unwrap();
-            let more: Vec<_> = (21..=40).map(|i| entry(i, 2)).collect();
-            // Not synced: a crash may cut it, and nothing was acknowledged.
-            o.storage.persist(&more, None, false).unwrap();
-            assert_eq!(o.storage.last_index().unwrap(), 40);
-        }
-        let file = log_files(dir.path()).pop().unwrap();
-        let end = data_end(&file);
-        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        f.set_len(end - 40).unwrap();
-        drop(f);
-        let o = RaftStorage::open(dir.path(), "n1").expect("a torn tail is not an error");
-        let s = o.storage;
-        assert_eq!(s.last_index().unwrap(), 20, "the synced entries survive");
-        let st = s.initial_state().unwrap();
-        assert_eq!((st.hard_state.term, st.hard_state.vote), (2, 3));
-    }
-
-    #[test]
-    fn a_corrupt_last_record_is_not_mistaken_for_a_torn_tail() {
-        let dir = written_log();
-        // Damage the newest record (the vote for 3 in term 2): raft-engine
-        // alone drops it as a torn tail and the vote rolls back.
-        let file = log_files(dir.path()).pop().unwrap();
-        flip(&file, data_end(&file) - 12);
-        let err = RaftStorage::open(dir.path(), "n1").expect_err("lost vote must be noticed");
-        assert!(matches!(err, Error::Storage { .. }), "{err}");
-        assert!(err.to_string().contains("corrupt"), "{err}");
-    }
-
-    #[test]
-    fn a_corrupt_entry_is_a_clear_error() {
-        let dir = written_log();
-        let file = log_files(dir.path()).pop().unwrap();
-        flip(&file, data_end(&file) / 2);
-        let err = RaftStorage::open(dir.path(), "n1").expect_err("corruption must not open");
-        assert!(matches!(err, Error::Storage { .. }), "{err}");
     }
 
     #[test]
@@ -942,51 +874,70 @@ mod tests {
         assert_eq!(o.storage.last_index().unwrap(), 12);
     }
 
-    #[test]
-    fn a_dir_of_another_node_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = RaftStorage::open(dir.path(), "n1").unwrap();
-        o.storage.initialize(dir.path(), "n1", &[], &[]).unwrap();
-        drop(o);
-        let err = RaftStorage::open(dir.path(), "n2").unwrap_err();
-        assert!(matches!(err, Error::Storage { .. }), "{err}");
+    /// The log as the kit's checkers drive it.
+    struct EtcdLog;
+
+    impl raftengine_kit::log_checks::LogUnderTest for EtcdLog {
+        fn append(
+            &self,
+            dir: &Path,
+            id: &str,
+            first: u64,
+            last: u64,
+            term: u64,
+        ) -> std::result::Result<(), String> {
+            let o = RaftStorage::open(dir, id).map_err(|e| e.to_string())?;
+            if !o.existed {
+                o.storage
+                    .initialize(dir, id, &[], &[])
+                    .map_err(|e| e.to_string())?;
+            }
+            let entries: Vec<_> = (first..=last).map(|i| entry(i, term)).collect();
+            o.storage
+                .persist(&entries, None, true)
+                .map_err(|e| e.to_string())
+        }
+
+        fn commit_and_vote(
+            &self,
+            dir: &Path,
+            id: &str,
+            commit: u64,
+            term: u64,
+        ) -> std::result::Result<(), String> {
+            let o = RaftStorage::open(dir, id).map_err(|e| e.to_string())?;
+            o.storage
+                .persist(&[], Some(&hard_state(term, 3, commit)), true)
+                .map_err(|e| e.to_string())
+        }
+
+        fn reopen(
+            &self,
+            dir: &Path,
+            id: &str,
+        ) -> std::result::Result<raftengine_kit::log_checks::Found, String> {
+            let o = RaftStorage::open(dir, id).map_err(|e| format!("{e:#}"))?;
+            let st = o.storage.initial_state().map_err(|e| e.to_string())?;
+            let (first, last) = (
+                o.storage.first_index().map_err(|e| e.to_string())?,
+                o.storage.last_index().map_err(|e| e.to_string())?,
+            );
+            let read = o
+                .storage
+                .entries(first, last + 1, None, GetEntriesContext::empty(false))
+                .map_err(|e| format!("read entries {first}..={last}: {e}"))?;
+            if read.len() as u64 != last + 1 - first {
+                return Err(format!("read {} entries of {first}..={last}", read.len()));
+            }
+            Ok(raftengine_kit::log_checks::Found {
+                last_index: last,
+                vote_term: st.hard_state.term,
+            })
+        }
     }
 
     #[test]
-    fn garbage_in_the_log_dir_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let o = RaftStorage::open(dir.path(), "n1").unwrap();
-            o.storage.initialize(dir.path(), "n1", &[], &[]).unwrap();
-            let mut hs = HardState::default();
-            hs.commit = 3;
-            o.storage
-                .persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs), true)
-                .unwrap();
-        }
-        // Overwrite the middle of every log file with garbage.
-        for f in std::fs::read_dir(dir.path().join("raft-log")).unwrap() {
-            let p = f.unwrap().path();
-            let len = std::fs::metadata(&p).unwrap().len();
-            if len > 64 {
-                let mut bytes = std::fs::read(&p).unwrap();
-                for b in bytes.iter_mut().skip(16).take((len as usize - 16) / 2) {
-                    *b = 0xA5;
-                }
-                std::fs::write(&p, bytes).unwrap();
-            }
-        }
-        match RaftStorage::open(dir.path(), "n1") {
-            Err(Error::Storage { .. }) => {}
-            Err(other) => panic!("expected a storage error, got {other}"),
-            Ok(o) => {
-                // raft-engine may treat the damage as a torn tail; then the
-                // commit check must refuse a log that lost committed entries.
-                panic!(
-                    "corrupt log opened silently: last index {}",
-                    o.storage.last_index().unwrap()
-                );
-            }
-        }
+    fn the_log_passes_the_kit_checks() {
+        raftengine_kit::log_checks::check_all(&EtcdLog);
     }
 }

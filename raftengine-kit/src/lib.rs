@@ -14,6 +14,8 @@
 //!   event.
 //! * [`join_alarm`]: the join-as-learner alarm, decided by the role a node
 //!   first joined with.
+//! * `log_checks` (feature `dev`): checkers a backend runs against its raft
+//!   log on disk (torn tails, damaged records, emptied or foreign dirs).
 //! * [`member`]: checks of a server an admin call is about to add.
 //! * [`node_dir`]: whether a data dir holds a node (its identity file).
 //! * [`peer`]: a peer client endpoint's defaults and the removed-node
@@ -31,6 +33,8 @@ pub mod durable;
 pub mod entry_cache;
 pub mod idle_spin;
 pub mod join_alarm;
+#[cfg(feature = "dev")]
+pub mod log_checks;
 pub mod member;
 pub mod node_dir;
 pub mod peer;

@@ -168,124 +168,78 @@ async fn appends_that_would_leave_a_hole_are_refused() {
     assert_eq!(indexes(&mut s).await, vec![0, 1, 2]);
 }
 
-fn data_end(file: &Path) -> u64 {
-    let bytes = std::fs::read(file).unwrap();
-    bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1
-}
+/// The log as the kit's checkers drive it.
+struct OpenraftLog(tokio::runtime::Runtime);
 
-fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("raft-log"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "raftlog"))
-        .collect();
-    files.sort();
-    files
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torn_tail_loses_only_the_unfinished_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let (first_end, second_end) = {
-        let mut s = open(dir.path()).await;
-        s.blocking_append((0..20).map(|i| entry(1, i)))
-            .await
-            .unwrap();
-        // raft-engine preallocates: the data ends at the last non-zero byte.
-        let first_end = data_end(&log_files(dir.path()).pop().unwrap());
-        s.blocking_append((20..40).map(|i| entry(1, i)))
-            .await
-            .unwrap();
-        (first_end, data_end(&log_files(dir.path()).pop().unwrap()))
-    };
-    let file = log_files(dir.path()).pop().unwrap();
-    // Cut into the middle of what the second append wrote (its entries and
-    // the record that carried its fsync), as a crash during it would.
-    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    f.set_len(first_end + (second_end - first_end) / 2).unwrap();
-    drop(f);
-    // The crash also happened before the batch was acknowledged, so the
-    // watermark never claimed it.
-    std::fs::write(dir.path().join("raft-log-mark"), [0u8; 16]).unwrap();
-    let mut s = open(dir.path()).await;
-    let got = indexes(&mut s).await;
-    assert_eq!(
-        got,
-        (0..20).collect::<Vec<_>>(),
-        "the complete batch survives"
-    );
-}
-
-/// Writes 20 entries, commits them and votes; returns the dir.
-async fn written_log() -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = open(dir.path()).await;
-    s.blocking_append((0..20).map(|i| entry(1, i)))
+async fn open_as(dir: &Path, id: &str) -> Result<LogStore, String> {
+    let (dir, id) = (dir.to_path_buf(), id.to_owned());
+    tokio::task::spawn_blocking(move || LogStore::open(&dir, &id).map(|o| o.store))
         .await
-        .unwrap();
-    s.save_committed(Some(log_id(1, 19))).await.unwrap();
-    s.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
-    dir
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
-fn flip(file: &Path, at: u64) {
-    let mut bytes = std::fs::read(file).unwrap();
-    for b in &mut bytes[at as usize..at as usize + 8] {
-        *b ^= 0xa5;
+impl raftengine_kit::log_checks::LogUnderTest for OpenraftLog {
+    fn append(&self, dir: &Path, id: &str, first: u64, last: u64, term: u64) -> Result<(), String> {
+        self.0.block_on(async {
+            let mut s = open_as(dir, id).await?;
+            s.blocking_append((first..=last).map(|i| entry(term, i)))
+                .await
+                .map_err(|e| e.to_string())
+                .map(|_| ())
+        })
     }
-    std::fs::write(file, &bytes).unwrap();
-}
 
-async fn try_open(dir: &Path) -> std::io::Result<()> {
-    let path = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || LogStore::open(&path, "n1").map(|_| ()))
-        .await
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_entry_is_a_clear_error() {
-    let dir = written_log().await;
-    let file = log_files(dir.path()).pop().unwrap();
-    flip(&file, data_end(&file) * 2 / 3);
-    let err = try_open(dir.path())
-        .await
-        .expect_err("corruption must not open");
-    assert!(err.to_string().to_lowercase().contains("corrupt"), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_last_record_is_not_mistaken_for_a_torn_tail() {
-    let dir = written_log().await;
-    // Damage the newest record (the vote): raft-engine alone would drop it
-    // as a torn tail and reopen with the vote rolled back.
-    let file = log_files(dir.path()).pop().unwrap();
-    flip(&file, data_end(&file) - 12);
-    let err = try_open(dir.path())
-        .await
-        .expect_err("lost records must be noticed");
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emptied_log_does_not_look_like_a_new_node() {
-    let dir = written_log().await;
-    for f in log_files(dir.path()) {
-        std::fs::remove_file(f).unwrap();
+    fn commit_and_vote(&self, dir: &Path, id: &str, commit: u64, term: u64) -> Result<(), String> {
+        self.0.block_on(async {
+            let mut s = open_as(dir, id).await?;
+            let at = s
+                .try_get_log_entries(commit..commit + 1)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(committed) = at.first().map(|e| e.log_id) else {
+                return Err(format!("no entry {commit} to commit"));
+            };
+            s.save_committed(Some(committed))
+                .await
+                .map_err(|e| e.to_string())?;
+            s.save_vote(&Vote::new(term, 1))
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
-    assert!(try_open(dir.path()).await.is_err());
+
+    fn reopen(&self, dir: &Path, id: &str) -> Result<raftengine_kit::log_checks::Found, String> {
+        self.0.block_on(async {
+            let mut s = open_as(dir, id).await?;
+            let state = s.get_log_state().await.map_err(|e| e.to_string())?;
+            let read = s
+                .try_get_log_entries(0..u64::MAX)
+                .await
+                .map_err(|e| format!("read entries: {e}"))?;
+            let last = state.last_log_id.map_or(0, |l| l.index);
+            let indexes: Vec<u64> = read.iter().map(|e| e.log_id.index).collect();
+            let contiguous = indexes.windows(2).all(|w| w[1] == w[0] + 1);
+            if !contiguous || indexes.last().copied().unwrap_or(0) != last {
+                return Err(format!("read entries {indexes:?}, the log ends at {last}"));
+            }
+            let vote = s.read_vote().await.map_err(|e| e.to_string())?;
+            Ok(raftengine_kit::log_checks::Found {
+                last_index: state.last_log_id.map_or(0, |l| l.index),
+                vote_term: vote.map_or(0, |v| v.leader_id.term),
+            })
+        })
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dir_of_another_node_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(open(dir.path()).await);
-    let path = dir.path().to_path_buf();
-    let result = tokio::task::spawn_blocking(move || LogStore::open(&path, "n2").map(|_| ()))
-        .await
+#[test]
+fn the_log_passes_the_kit_checks() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap();
-    assert!(result.is_err());
+    raftengine_kit::log_checks::check_all(&OpenraftLog(rt));
 }
 
 /// Two logs in one process (several nodes, or one restarted in place):
