@@ -36,9 +36,10 @@ use raftengine::{
 };
 
 use crate::config::EtcdConfig;
+use crate::event::{Base, Event, MembershipChange, Reply};
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
-use crate::transport::{Outbound, SendFailure};
+use crate::transport::{Outbound, PeerInput, SendFailure};
 use raftengine::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
 use raftengine_kit::idle_spin::blocking_recv_spinning;
@@ -47,66 +48,8 @@ use raftengine_kit::join_alarm::JoinAlarm;
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;
 
-type Reply<T> = oneshot::Sender<Result<T>>;
 /// Waiters keyed by log index, with the term their entry was appended in.
 type Waiters<T> = BTreeMap<u64, (u64, Reply<T>)>;
-
-/// A request to the Raft loop.
-pub(crate) enum Event<R> {
-    /// One tick of the logical clock.
-    Tick,
-    /// Raft messages from a peer.
-    Inbound {
-        from_id: String,
-        from_address: String,
-        messages: Vec<Message>,
-    },
-    /// A proposal.
-    Propose {
-        data: Bytes,
-        reply: Reply<ProposalResult<R>>,
-    },
-    /// A linearizable read (ReadIndex); answered once applied.
-    Read { reply: Reply<u64> },
-    /// A membership change.
-    Membership {
-        change: MembershipChange,
-        prev_index: Option<u64>,
-        reply: Reply<u64>,
-    },
-    /// A leadership transfer.
-    Transfer {
-        target: TransferTarget,
-        reply: Reply<()>,
-    },
-    /// A background snapshot write finished.
-    SnapshotWritten {
-        meta: SnapshotMetadata,
-        data: Vec<u8>,
-        result: Result<u64>,
-    },
-    /// The leader says a committed configuration removed this node.
-    Removed { from_id: String, conf_index: u64 },
-    /// Stop the loop.
-    Shutdown { reply: oneshot::Sender<()> },
-}
-
-/// Where a restarted node's state machine starts: its snapshot, if any.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Base {
-    pub(crate) conf_index: u64,
-    pub(crate) snapshot_index: u64,
-    pub(crate) snapshot_term: u64,
-}
-
-/// The membership changes [`Event::Membership`] carries.
-#[derive(Debug, Clone)]
-pub(crate) enum MembershipChange {
-    AddVoter { id: String, address: String },
-    AddLearner { id: String, address: String },
-    Promote { id: String, catch_up: CatchUp },
-    Remove { id: String },
-}
 
 struct ReadRound {
     sent_at: Instant,
@@ -408,11 +351,11 @@ impl<S: StateMachine> Driver<S> {
                     self.sweep_abandoned();
                 }
             }
-            Event::Inbound {
+            Event::Peer(PeerInput::Messages {
                 from_id,
                 from_address,
                 messages,
-            } => self.step_inbound(from_id, from_address, messages),
+            }) => self.step_inbound(from_id, from_address, messages),
             Event::Propose { data, reply } => self.propose(data, reply),
             Event::Read { reply } => {
                 if !self.is_leader() {
@@ -438,10 +381,10 @@ impl<S: StateMachine> Driver<S> {
                 self.shutdown_reply = Some(reply);
                 return Ok(Flow::Stop);
             }
-            Event::Removed {
+            Event::Peer(PeerInput::Removed {
                 from_id,
                 conf_index,
-            } => {
+            }) => {
                 // A notice older than a configuration that lists us again
                 // (re-added since) is stale.
                 let listed = self.conf_state.voters.contains(&self.local_raft_id)
@@ -1124,10 +1067,7 @@ impl<S: StateMachine> Driver<S> {
                 Event::Shutdown { reply } => {
                     let _ = reply.send(());
                 }
-                Event::Tick
-                | Event::Inbound { .. }
-                | Event::SnapshotWritten { .. }
-                | Event::Removed { .. } => {}
+                Event::Tick | Event::Peer(_) | Event::SnapshotWritten { .. } => {}
             }
         }
     }

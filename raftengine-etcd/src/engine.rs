@@ -16,7 +16,7 @@ use raftengine::{
 };
 
 use crate::config::EtcdConfig;
-use crate::driver::{Event, MembershipChange};
+use crate::event::{Event, MembershipChange};
 use crate::shared::Shared;
 
 /// A running raft-rs node. Obtain it from

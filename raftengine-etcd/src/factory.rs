@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMachine};
 
 use crate::config::EtcdConfig;
-use crate::driver::{Base, Driver, Event, bootstrap_entries};
+use crate::driver::{Driver, bootstrap_entries};
 use crate::engine::EtcdEngine;
+use crate::event::{Base, Event};
 use crate::shared::Shared;
 use crate::storage::decode_snapshot_data;
 use crate::storage::{Member, RaftStorage};

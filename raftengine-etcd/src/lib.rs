@@ -63,6 +63,7 @@
 mod config;
 mod driver;
 mod engine;
+mod event;
 mod factory;
 mod shared;
 mod storage;

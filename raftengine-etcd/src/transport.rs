@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::driver::Event;
 use raftengine_kit::SnapshotDir;
 
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -50,35 +49,71 @@ pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Largest snapshot file accepted from a peer.
 const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
+/// What a peer sent, checked and decoded, for the Raft loop.
+#[derive(Debug)]
+pub(crate) enum PeerInput {
+    /// Raft messages.
+    Messages {
+        from_id: String,
+        from_address: String,
+        messages: Vec<Message>,
+    },
+    /// The leader says a committed configuration removed this node.
+    Removed { from_id: String, conf_index: u64 },
+}
+
+/// Why [`PeerSink::deliver`] did not deliver.
+pub(crate) enum Undelivered {
+    /// The queue stayed full for the whole deadline.
+    Overloaded,
+    /// The loop is gone.
+    Stopped,
+}
+
+/// Where the transport hands [`PeerInput`]: the Raft loop's bounded queue,
+/// whatever else that queue carries.
+#[tonic::async_trait]
+pub(crate) trait PeerSink: Send + Sync + 'static {
+    /// Queues `input`, waiting at most `deadline` for room.
+    async fn deliver(&self, input: PeerInput, deadline: Duration) -> Result<(), Undelivered>;
+    /// Resolves once the loop is gone.
+    async fn closed(&self);
+}
+
+#[tonic::async_trait]
+impl<T: From<PeerInput> + Send + 'static> PeerSink for mpsc::Sender<T> {
+    async fn deliver(&self, input: PeerInput, deadline: Duration) -> Result<(), Undelivered> {
+        match self.send_timeout(T::from(input), deadline).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Undelivered::Overloaded),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Undelivered::Stopped),
+        }
+    }
+
+    async fn closed(&self) {
+        mpsc::Sender::closed(self).await;
+    }
+}
+
 /// Where inbound batches go: the Raft loop's event queue.
-pub(crate) struct Inbound<R: Send + 'static> {
+#[derive(Clone)]
+pub(crate) struct Inbound {
     local_id: String,
-    events: mpsc::Sender<Event<R>>,
+    events: Arc<dyn PeerSink>,
     enqueue_timeout: Duration,
     snapshots: SnapshotDir,
 }
 
-impl<R: Send + 'static> Clone for Inbound<R> {
-    fn clone(&self) -> Self {
-        Inbound {
-            local_id: self.local_id.clone(),
-            events: self.events.clone(),
-            enqueue_timeout: self.enqueue_timeout,
-            snapshots: self.snapshots.clone(),
-        }
-    }
-}
-
-impl<R: Send + 'static> Inbound<R> {
+impl Inbound {
     pub(crate) fn new(
         local_id: String,
-        events: mpsc::Sender<Event<R>>,
+        events: impl PeerSink,
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
     ) -> Self {
         Inbound {
             local_id,
-            events,
+            events: Arc::new(events),
             enqueue_timeout,
             snapshots,
         }
@@ -92,7 +127,7 @@ impl<R: Send + 'static> Inbound<R> {
     }
 }
 
-impl<R: Send + 'static> Inbound<R> {
+impl Inbound {
     /// Checks one batch and hands it to the Raft loop. Nothing of a batch
     /// with one bad message reaches the loop.
     async fn accept(&self, batch: MessageBatch) -> Result<(), Status> {
@@ -116,25 +151,23 @@ impl<R: Send + 'static> Inbound<R> {
             }
             messages.push(m);
         }
-        let event = Event::Inbound {
+        let input = PeerInput::Messages {
             from_id: batch.from_id,
             from_address: batch.from_address,
             messages,
         };
-        match self.events.send_timeout(event, self.enqueue_timeout).await {
+        match self.events.deliver(input, self.enqueue_timeout).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(Undelivered::Overloaded) => {
                 Err(Status::resource_exhausted("raft loop is overloaded"))
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                Err(Status::unavailable("raft engine is shut down"))
-            }
+            Err(Undelivered::Stopped) => Err(Status::unavailable("raft engine is shut down")),
         }
     }
 }
 
 #[tonic::async_trait]
-impl<R: Send + 'static> RaftTransport for Inbound<R> {
+impl RaftTransport for Inbound {
     type StreamStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<BatchAck, Status>> + Send + 'static>>;
 
@@ -190,15 +223,15 @@ impl<R: Send + 'static> RaftTransport for Inbound<R> {
                 notice.removed_id, self.local_id
             )));
         }
-        let event = Event::Removed {
+        let input = PeerInput::Removed {
             from_id: notice.from_id,
             conf_index: notice.conf_index,
         };
-        match self.events.send_timeout(event, self.enqueue_timeout).await {
+        match self.events.deliver(input, self.enqueue_timeout).await {
             Ok(()) => Ok(Response::new(SendReply {})),
             // Already stopped: the notice has nothing left to do.
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(Response::new(SendReply {})),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(Undelivered::Stopped) => Ok(Response::new(SendReply {})),
+            Err(Undelivered::Overloaded) => {
                 Err(Status::resource_exhausted("raft loop is overloaded"))
             }
         }
@@ -744,7 +777,7 @@ mod tests {
     #[tokio::test]
     async fn undecodable_messages_and_missing_snapshots_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::channel::<Event<()>>(8);
+        let (tx, mut rx) = mpsc::channel::<PeerInput>(8);
         let inbound = Inbound::new(
             "n1".into(),
             tx,
@@ -796,10 +829,10 @@ mod tests {
         dir: &std::path::Path,
     ) -> (
         String,
-        mpsc::Receiver<Event<()>>,
+        mpsc::Receiver<PeerInput>,
         tokio::task::JoinHandle<()>,
     ) {
-        let (tx, rx) = mpsc::channel::<Event<()>>(64);
+        let (tx, rx) = mpsc::channel::<PeerInput>(64);
         let inbound = Inbound::new(
             "n1".into(),
             tx,
@@ -818,9 +851,9 @@ mod tests {
         (address, rx, server)
     }
 
-    async fn next_inbound(rx: &mut mpsc::Receiver<Event<()>>) -> Vec<Message> {
+    async fn next_inbound(rx: &mut mpsc::Receiver<PeerInput>) -> Vec<Message> {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(Event::Inbound { messages, .. })) => messages,
+            Ok(Some(PeerInput::Messages { messages, .. })) => messages,
             Ok(Some(_)) => panic!("unexpected event"),
             Ok(None) | Err(_) => panic!("no inbound batch"),
         }
@@ -943,7 +976,7 @@ mod tests {
                     "{fault:?}: never reconnected"
                 );
                 send(marker);
-                while let Ok(Some(Event::Inbound { messages, .. })) =
+                while let Ok(Some(PeerInput::Messages { messages, .. })) =
                     tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
                 {
                     if messages.iter().any(|m| m.commit == marker) {

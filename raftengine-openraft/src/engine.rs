@@ -8,7 +8,7 @@
 //! leader, because it cannot serve.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,52 +20,22 @@ use openraft::error::{
     LinearizableReadError, RaftError,
 };
 use openraft::raft::ClientWriteResponse;
-use openraft::{ChangeMembers, Instant as _, Raft, ReadPolicy, ServerState};
-use tokio::sync::watch;
+use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
 use tokio::task::JoinHandle;
 
 use raftengine::{
-    Admin, Callback, CallbackRegistry, CatchUp, ConfigReader, Configuration, Engine, Error,
-    HealthReader, Index, LeaderInfo, LeaderView, LeaseBasis, LeaseProvider, ProposalResult,
-    Proposer, Registration, Result, Server, State, StateMachine, Status, StatusReader, StopReason,
-    Suffrage, TransferTarget,
+    Admin, Callback, CatchUp, ConfigReader, Configuration, Engine, Error, HealthReader, Index,
+    LeaderInfo, LeaderView, LeaseBasis, LeaseProvider, ProposalResult, Proposer, Registration,
+    Result, Server, State, StateMachine, Status, StatusReader, StopReason, Suffrage,
+    TransferTarget,
 };
 use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
 use crate::network::Outbound;
-use crate::service::Contact;
+use crate::shared::{Contact, Epoch, MetricsRx, OpenRaft, Watched, contained, stop_removed};
 use crate::state_machine::StateMachineAdapter;
 use crate::types::{Peer, Reply, Request, StoredMembership, TypeConfig};
-
-/// Whether this node currently leads, and in which term: the edge pending
-/// proposals watch so they fail with `OutcomeUnknown` when leadership goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Epoch {
-    pub(crate) leading: bool,
-    pub(crate) term: u64,
-}
-
-/// What the background watcher maintains for the engine handle.
-#[derive(Debug)]
-pub(crate) struct Watched {
-    pub(crate) epoch: watch::Sender<Epoch>,
-    pub(crate) loss: CallbackRegistry,
-    pub(crate) acquired: CallbackRegistry,
-    pub(crate) stop: watch::Sender<Option<StopReason>>,
-    /// Set while `transfer_leadership` runs on this node.
-    pub(crate) transferring: Mutex<Option<String>>,
-    /// Set once `wait_for_recovery` finished after a restart.
-    pub(crate) recovered: AtomicBool,
-    /// The join-as-learner alarm (`Status::join_role_violation`).
-    pub(crate) join_role_violation: AtomicBool,
-    /// `Status::pending_proposals`.
-    pub(crate) pending_proposals: AtomicU64,
-    /// Held while a membership change runs on this node (one at a time).
-    pub(crate) membership_gate: tokio::sync::Mutex<()>,
-    /// The node's data dir, for the removed marker (`node_dir::mark_removed`).
-    pub(crate) data_dir: std::path::PathBuf,
-}
 
 /// Counts one waiting proposal for as long as it lives.
 struct PendingGuard<'a>(&'a AtomicU64);
@@ -80,43 +50,6 @@ impl<'a> PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Watched {
-    pub(crate) fn new(data_dir: std::path::PathBuf) -> Self {
-        Watched {
-            data_dir,
-            epoch: watch::channel(Epoch::default()).0,
-            loss: CallbackRegistry::new("openraft-leader-loss"),
-            acquired: CallbackRegistry::new("openraft-leader-acquired"),
-            stop: watch::channel(None).0,
-            transferring: Mutex::new(None),
-            recovered: AtomicBool::new(false),
-            join_role_violation: AtomicBool::new(false),
-            pending_proposals: AtomicU64::new(0),
-            membership_gate: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Records why the engine stopped, unless a reason is already set (the
-    /// first cause wins: a removal or a failure is not overwritten by the
-    /// shutdown that follows it).
-    pub(crate) fn stop_once(&self, reason: StopReason) {
-        self.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(reason);
-            }
-            first
-        });
-    }
-
-    fn transferee(&self) -> Option<String> {
-        self.transferring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 
@@ -135,11 +68,6 @@ pub(crate) struct Sample {
     pub(crate) membership_committed: bool,
     pub(crate) fatal: Option<String>,
 }
-
-pub(crate) type OpenRaft<S> = Raft<TypeConfig, StateMachineAdapter<S>>;
-
-/// openraft's metrics watch receiver.
-pub(crate) type MetricsRx = <<<TypeConfig as openraft::RaftTypeConfig>::AsyncRuntime as openraft::AsyncRuntime>::Watch as openraft::async_runtime::watch::Watch>::Receiver<openraft::RaftMetrics<TypeConfig>>;
 
 /// Samples `raft`'s metrics; `lease` is openraft's own leader lease (also
 /// its longest election timeout) and `contact` when this node last heard
@@ -250,25 +178,6 @@ fn peer_info(p: &Peer) -> LeaderInfo {
         id: p.id.clone(),
         address: p.address.clone(),
     }
-}
-
-/// Runs a call into openraft's API with its panics contained.
-///
-/// openraft 0.10.0-alpha.37 can panic in its API once the core has stopped
-/// (after a fatal storage error, say): a caller waiting for the stopped
-/// core that is dropped mid-wait leaves the core's join state half-done,
-/// the next caller hits `unreachable!("RaftCore should have already
-/// quit")` while holding a lock, and every later call panics on the
-/// poisoned lock. Found by the power-cut cases (callers time out and drop
-/// their futures). Such a panic only ever means the core is gone, so it is
-/// answered as [`Error::Shutdown`] instead of unwinding into the
-/// application's task.
-pub(crate) async fn contained<T>(call: impl std::future::Future<Output = T>) -> Result<T> {
-    use futures::FutureExt as _;
-    std::panic::AssertUnwindSafe(call)
-        .catch_unwind()
-        .await
-        .map_err(|_| Error::Shutdown)
 }
 
 /// A call that found openraft stopped. A fatal stop (a failed write or
@@ -1022,35 +931,6 @@ impl<S: StateMachine> Drop for OpenraftEngine<S> {
 pub(crate) struct RemovalNotices {
     pub(crate) local_id: String,
     pub(crate) outbound: Arc<Outbound>,
-}
-
-/// Stops a node a committed membership removed: the reason is recorded
-/// first, so openraft's own stop does not overwrite it.
-pub(crate) fn stop_removed<S: StateMachine>(raft: &OpenRaft<S>, watched: &Arc<Watched>) {
-    let raft = raft.clone();
-    let watched = watched.clone();
-    tokio::spawn(async move {
-        // A leader removing itself is still waiting for its own change to
-        // answer: let that call finish (it holds the gate) before stopping,
-        // so the caller learns the removal committed.
-        let _change_done = watched.membership_gate.lock().await;
-        // Recorded before the stop is reported, so a restart on this dir
-        // that follows the report stops again at once.
-        let dir = watched.data_dir.clone();
-        let marked =
-            tokio::task::spawn_blocking(move || raftengine_kit::node_dir::mark_removed(&dir)).await;
-        if !matches!(marked, Ok(Ok(()))) {
-            tracing::error!(
-                ?marked,
-                "recording the removal failed; a restart on this dir would not know it"
-            );
-        }
-        watched.stop_once(StopReason::Removed);
-        watched.epoch.send_replace(Epoch::default());
-        if let Ok(Err(e)) = contained(raft.shutdown()).await {
-            tracing::warn!(error = %e, "stopping a removed node");
-        }
-    });
 }
 
 /// Follows openraft's metrics: fires the leadership callbacks on exact

@@ -13,10 +13,12 @@ use raftengine_kit::SnapshotDir;
 use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
-use crate::engine::{OpenraftEngine, RemovalNotices, Watched, stop_removed, watch_metrics};
+use crate::engine::{OpenraftEngine, RemovalNotices, watch_metrics};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, Outbound};
-use crate::service::{Contact, Inbound};
+use crate::service::Inbound;
+use crate::shared::Contact;
+use crate::shared::{Watched, stop_removed};
 use crate::state_machine::StateMachineAdapter;
 use crate::types::Peer;
 

@@ -65,6 +65,7 @@ mod pb {
 }
 
 mod service;
+mod shared;
 mod state_machine;
 mod types;
 

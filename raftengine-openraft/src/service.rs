@@ -14,39 +14,14 @@ use raftengine::StateMachine;
 use raftengine_kit::SnapshotDir;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{decode, encode};
-use crate::engine::{Watched, stop_removed};
 use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
 use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
+use crate::shared::{Contact, Watched, stop_removed};
 use crate::state_machine::{SnapshotFile, StateMachineAdapter};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
-
-/// When this node last heard from a leader (for `Status::last_contact`);
-/// starts at the node's start.
-#[derive(Debug)]
-pub(crate) struct Contact(Mutex<Option<Instant>>);
-
-impl Default for Contact {
-    fn default() -> Self {
-        Contact(Mutex::new(Some(Instant::now())))
-    }
-}
-
-impl Contact {
-    fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-    }
-
-    pub(crate) fn since(&self) -> Option<Duration> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|t| t.elapsed())
-    }
-}
 
 pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) raft: Raft<TypeConfig, StateMachineAdapter<S>>,
