@@ -36,6 +36,7 @@ use raftengine::{
 };
 
 use crate::config::EtcdConfig;
+use crate::error::{internal, internal_bare};
 use crate::event::{Base, Event, MembershipChange, Reply};
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
@@ -449,11 +450,9 @@ impl<S: StateMachine> Driver<S> {
         if result.is_err() || after != before + 1 {
             // raft-rs drops proposals silently in a few states (e.g. the
             // uncommitted-size limit); nothing was appended.
-            let _ = reply.send(Err(Error::Internal {
-                engine: "etcd",
-                message: "raft-rs dropped the proposal (uncommitted log too large); retry".into(),
-                source: None,
-            }));
+            let _ = reply.send(Err(internal_bare(
+                "raft-rs dropped the proposal (uncommitted log too large); retry",
+            )));
             return;
         }
         self.proposals.insert(after, (self.raw.raft.term, reply));
@@ -936,11 +935,7 @@ impl<S: StateMachine> Driver<S> {
             single.set_change_type(cc.get_change_type());
             (cs, vec![single], cc.context.clone())
         };
-        let cs = cs.map_err(|e| Error::Internal {
-            engine: "etcd",
-            message: format!("apply conf change at {}", entry.index),
-            source: Some(Box::new(e)),
-        })?;
+        let cs = cs.map_err(|e| internal(format!("apply conf change at {}", entry.index), e))?;
         for change in &changes {
             let rid = change.node_id;
             match change.get_change_type() {

@@ -251,11 +251,7 @@ impl<R: Send + 'static> Engine<R> for EtcdEngine<R> {
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
-                return Err(Error::Internal {
-                    engine: crate::ENGINE_TYPE,
-                    message: "raft loop thread panicked".into(),
-                    source: None,
-                });
+                return Err(crate::error::internal_bare("raft loop thread panicked"));
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMach
 use crate::config::EtcdConfig;
 use crate::driver::{Driver, bootstrap_entries};
 use crate::engine::EtcdEngine;
+use crate::error::internal;
 use crate::event::{Base, Event};
 use crate::shared::Shared;
 use crate::storage::decode_snapshot_data;
@@ -107,11 +108,7 @@ impl Factory for EtcdFactory {
         // have read another node's log (`raftengine_kit::read_thread`).
         // After this, only the Raft loop's own thread reads the log.
         let open_thread = ReadThread::spawn(&format!("raft-etcd-open-{}", config.local_id))
-            .map_err(|e| Error::Internal {
-                engine: crate::ENGINE_TYPE,
-                message: "spawn storage open thread".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(|e| internal("spawn storage open thread", e))?;
         let (raw, opened, snapshots, base, sm, join_alarm, was_removed) = open_thread
             .run(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
@@ -151,22 +148,12 @@ impl Factory for EtcdFactory {
                     .validate()
                     .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
                 let logger = slog::Logger::root(slog::Discard, slog::o!());
-                let raw =
-                    RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
-                        Error::Internal {
-                            engine: crate::ENGINE_TYPE,
-                            message: "create raft node".into(),
-                            source: Some(Box::new(e)),
-                        }
-                    })?;
+                let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &logger)
+                    .map_err(|e| internal("create raft node", e))?;
                 Ok((raw, opened, snapshots, base, sm, join_alarm, was_removed))
             })
             .await
-            .map_err(|e| Error::Internal {
-                engine: crate::ENGINE_TYPE,
-                message: "storage open task failed".into(),
-                source: Some(Box::new(e)),
-            })??;
+            .map_err(|e| internal("storage open task failed", e))??;
         drop(open_thread);
         if opened.existed && bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
@@ -227,11 +214,7 @@ impl Factory for EtcdFactory {
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
             .spawn(move || driver.run())
-            .map_err(|e| Error::Internal {
-                engine: crate::ENGINE_TYPE,
-                message: "spawn raft loop thread".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(|e| internal("spawn raft loop thread", e))?;
 
         let tick = self.config.tick_interval;
         let tick_tx = events_tx.clone();

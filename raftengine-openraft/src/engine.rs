@@ -343,10 +343,8 @@ impl<S: StateMachine> OpenraftEngine<S> {
             }
         };
         let commit_index = resp.log_id.index;
-        let response = Reply::take::<S::Response>(resp.data).ok_or_else(|| Error::Internal {
-            engine: crate::ENGINE_TYPE,
-            message: "the state machine's response did not reach the proposer".into(),
-            source: None,
+        let response = Reply::take::<S::Response>(resp.data).ok_or_else(|| {
+            crate::error::internal_bare("the state machine's response did not reach the proposer")
         })?;
         Ok(ProposalResult {
             commit_index,
@@ -885,11 +883,7 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         self.outbound.close();
         self.watched.epoch.send_replace(Epoch::default());
         self.watched.stop_once(StopReason::Shutdown);
-        result.map_err(|e| Error::Internal {
-            engine: crate::ENGINE_TYPE,
-            message: format!("openraft shutdown: {e}"),
-            source: None,
-        })
+        result.map_err(|e| crate::error::internal_bare(format!("openraft shutdown: {e}")))
     }
 
     async fn stopped(&self) -> StopReason {

@@ -14,6 +14,7 @@ use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
 use crate::engine::{OpenraftEngine, RemovalNotices, watch_metrics};
+use crate::error::internal;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, Outbound};
 use crate::service::Inbound;
@@ -37,14 +38,6 @@ impl OpenraftFactory {
     /// The settings engines are created with.
     pub fn config(&self) -> &OpenraftConfig {
         &self.config
-    }
-}
-
-fn internal(message: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Internal {
-        engine: crate::ENGINE_TYPE,
-        message: message.to_owned(),
-        source: Some(Box::new(e)),
     }
 }
 

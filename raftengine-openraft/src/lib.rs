@@ -52,6 +52,7 @@
 mod codec;
 mod config;
 mod engine;
+mod error;
 mod factory;
 #[doc(hidden)]
 pub mod log_bench;
