@@ -1,4 +1,4 @@
-//! Proposals: responses, replication, errors (DESIGN §4.1).
+//! Proposals: responses, replication, errors (DESIGN §4 item 1).
 
 use bytes::Bytes;
 use raftengine::{Error, Factory, State};
@@ -152,7 +152,7 @@ pub async fn dropped_propose_future_does_not_break_the_engine<F: Factory>(factor
 
 /// 10,000 proposals from 64 concurrent proposers on a 3-node cluster: every
 /// proposal commits, and every replica applies the identical sequence with
-/// no index applied twice and no acknowledged proposal missing (DESIGN §4.1,
+/// no index applied twice and no acknowledged proposal missing (DESIGN §4 item 1,
 /// Raft §5.3 log matching, state machine safety).
 pub async fn many_proposers_apply_the_identical_sequence<F: Factory>(factory: F) {
     const PROPOSERS: usize = 64;

@@ -1,4 +1,4 @@
-//! Bad input on the transport port (DESIGN §4.8).
+//! Bad input on the transport port (DESIGN §4 item 8).
 
 use raftengine::Factory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,7 +43,7 @@ pub async fn garbage_on_the_transport_port_is_harmless<F: Factory>(factory: F) {
 }
 
 /// Invalid factory configurations are refused with `InvalidConfig` before
-/// anything starts (DESIGN §4.8).
+/// anything starts (DESIGN §4 item 8).
 pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
     use raftengine::{Error, FactoryConfig, Server};
     let dir = tempfile::tempdir().expect("temp dir");
@@ -129,7 +129,7 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
 }
 
 /// A corrupt snapshot file in a data dir is a clear error at start, not a
-/// silently different state (DESIGN §4.7). Applies to backends that keep
+/// silently different state (DESIGN §4 item 8). Applies to backends that keep
 /// snapshots as `*.snap` files (`raftengine_kit::SnapshotDir`).
 pub async fn corrupt_snapshot_file_is_an_error_at_start<F: Factory>(factory: F) {
     use raftengine::Error;

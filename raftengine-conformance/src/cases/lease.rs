@@ -1,4 +1,4 @@
-//! The lease contract (DESIGN §4.4) beyond "the leader has one": when it
+//! The lease contract (DESIGN §4 item 3) beyond "the leader has one": when it
 //! must stop, when it moves, and whose acknowledgements count.
 
 use raftengine::{Error, Factory, LeaseDenied, State, TransferTarget};

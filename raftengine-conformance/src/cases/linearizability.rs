@@ -1,5 +1,5 @@
 //! Linearizability of writes and reads while leaders are isolated, leadership
-//! moves, or nodes restart (DESIGN §4.3; checked with stateright's
+//! moves, or nodes restart (DESIGN §4 item 3; checked with stateright's
 //! `LinearizabilityTester`).
 //!
 //! Clients record every operation with its invocation and return times.

@@ -1,4 +1,4 @@
-//! Membership changes (DESIGN §4.4, Raft thesis §4).
+//! Membership changes (DESIGN §4 item 4, Raft thesis §4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -269,7 +269,7 @@ pub async fn removing_the_leader_hands_over<F: Factory>(factory: F) {
 }
 
 /// `add_voter` adds a new node as a voter; it replicates the whole log
-/// (DESIGN §4.5, Raft §6).
+/// (DESIGN §4 item 4, Raft §6).
 pub async fn add_voter_replicates<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
@@ -303,7 +303,7 @@ pub async fn add_voter_replicates<F: Factory>(factory: F) {
 }
 
 /// Learners do not count toward the quorum: one voter plus a stopped learner
-/// still commits (DESIGN §4.5).
+/// still commits (DESIGN §4 item 4).
 pub async fn a_stopped_learner_does_not_block_commits<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 1).await;
     let l = c.wait_leader().await;
@@ -321,8 +321,8 @@ pub async fn a_stopped_learner_does_not_block_commits<F: Factory>(factory: F) {
     c.shutdown().await;
 }
 
-/// A learner is still a learner after the whole cluster restarts (DESIGN
-/// §4.5: suffrage is persisted).
+/// A learner is still a learner after the whole cluster restarts
+/// (DESIGN §4 item 4: suffrage is persisted).
 pub async fn learner_suffrage_survives_restart<F: Factory>(factory: F) {
     let mut c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
@@ -348,7 +348,7 @@ pub async fn learner_suffrage_survives_restart<F: Factory>(factory: F) {
 }
 
 /// Transfer to "any" voter hands leadership to another voter and reports
-/// success only once it leads (DESIGN §4.6).
+/// success only once it leads (DESIGN §4 item 5).
 pub async fn transfer_to_any_voter<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
@@ -513,7 +513,7 @@ pub async fn removed_nodes_stop<F: Factory>(factory: F) {
 /// A membership change the engine has answered is visible to the very next
 /// admin call: `pending_conf_change` is false, the configuration is at the
 /// returned index, and a change conditioned on that index is not refused
-/// with `ConfChangePending` or `ConfigIndexMismatch` (DESIGN §4.4; a flake
+/// with `ConfChangePending` or `ConfigIndexMismatch` (DESIGN §4 item 4; a flake
 /// of issue #13: openraft's metrics could lag a change it had reported
 /// committed).
 pub async fn an_answered_change_is_visible_to_the_next_call<F: Factory>(factory: F) {

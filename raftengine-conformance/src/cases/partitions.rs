@@ -1,4 +1,4 @@
-//! Partitions over real sockets (Raft §5.2, §9.6 pre-vote, DESIGN §4.3).
+//! Partitions over real sockets (Raft §5.2, §9.6 pre-vote, DESIGN §4 item 3).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

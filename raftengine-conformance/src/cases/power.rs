@@ -1,4 +1,4 @@
-//! Power loss and disk faults (DESIGN §4.2: nothing is acknowledged before
+//! Power loss and disk faults (DESIGN §4 item 2: nothing is acknowledged before
 //! the fsync that covers it; a failed fsync or write stops the node).
 //!
 //! The nodes' data dirs live on power-cut disks ([`crate::disk`]): what no

@@ -1,4 +1,4 @@
-//! Linearizable and lease reads (DESIGN §4.3, Raft thesis §6.4).
+//! Linearizable and lease reads (DESIGN §4 item 3, Raft thesis §6.4).
 
 use raftengine::{Error, Factory, LeaseDenied};
 
@@ -85,7 +85,7 @@ pub async fn lease_holds_on_the_leader_only<F: Factory>(factory: F) {
 }
 
 /// Heartbeats keep renewing the lease: the leader's `last_quorum_ack`
-/// advances while nothing is written (DESIGN §4.4).
+/// advances while nothing is written (DESIGN §4 item 3).
 pub async fn quorum_ack_advances_under_heartbeats<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
     let l = c.wait_leader().await;
@@ -102,7 +102,7 @@ pub async fn quorum_ack_advances_under_heartbeats<F: Factory>(factory: F) {
 }
 
 /// A single-voter cluster's leader is its own quorum and holds a lease
-/// (DESIGN §4.4).
+/// (DESIGN §4 item 3).
 pub async fn single_voter_leader_has_a_lease<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 1).await;
     let l = c.wait_leader().await;

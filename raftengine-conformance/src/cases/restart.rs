@@ -1,4 +1,4 @@
-//! Restart and durability (DESIGN §4.2 and §4.7).
+//! Restart and durability (DESIGN §4, items 2 and 7).
 
 use raftengine::{Error, Factory};
 

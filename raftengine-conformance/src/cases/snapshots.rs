@@ -1,4 +1,4 @@
-//! Snapshots and log compaction (Raft §7, DESIGN §4.7).
+//! Snapshots and log compaction (Raft §7, DESIGN §4 item 7).
 //!
 //! The backend under test must be configured to snapshot within a few
 //! thousand entries; each case writes until the leader reports a snapshot.
