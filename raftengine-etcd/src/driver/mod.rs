@@ -35,6 +35,10 @@ use raftengine::{
     StateMachine, Status, StopReason, Suffrage, TransferTarget,
 };
 
+mod reads;
+
+use reads::Reads;
+
 use crate::config::EtcdConfig;
 use crate::error::{internal, internal_bare};
 use crate::event::{Base, Event, MembershipChange, Reply};
@@ -51,12 +55,6 @@ const MAX_DRAIN: usize = 4096;
 
 /// Waiters keyed by log index, with the term their entry was appended in.
 type Waiters<T> = BTreeMap<u64, (u64, Reply<T>)>;
-
-struct ReadRound {
-    sent_at: Instant,
-    term: u64,
-    waiters: Vec<Reply<u64>>,
-}
 
 struct TransferWait {
     target: u64,
@@ -94,13 +92,9 @@ pub(crate) struct Driver<S: StateMachine> {
     last_snapshot_index: u64,
     next_snapshot_at: u64,
     snapshot_in_progress: bool,
-    pub(crate) incarnation: u64,
     proposals: Waiters<ProposalResult<S::Response>>,
     conf_waiters: Waiters<u64>,
-    reads_unsent: Vec<Reply<u64>>,
-    reads_inflight: HashMap<Vec<u8>, ReadRound>,
-    reads_ready: Vec<(u64, Reply<u64>)>,
-    read_seq: u64,
+    reads: Reads,
     ticks: u64,
     last_renewal_tick: u64,
     last_quorum_ack: Option<Instant>,
@@ -181,6 +175,8 @@ impl<S: StateMachine> Driver<S> {
     ) -> Self {
         let conf_state = raw.raft.prs().conf().to_conf_state();
         let local_raft_id = raft_id(&local_id);
+        // Read contexts from an earlier life of this node never match.
+        let incarnation: u64 = rand::random();
         let cfg_snapshot_interval = cfg.snapshot_interval;
         Driver {
             raw,
@@ -204,13 +200,9 @@ impl<S: StateMachine> Driver<S> {
             last_snapshot_index: base.snapshot_index,
             next_snapshot_at: base.snapshot_index + cfg_snapshot_interval,
             snapshot_in_progress: false,
-            incarnation: rand::random(),
             proposals: BTreeMap::new(),
             conf_waiters: BTreeMap::new(),
-            reads_unsent: Vec::new(),
-            reads_inflight: HashMap::new(),
-            reads_ready: Vec::new(),
-            read_seq: 0,
+            reads: Reads::new(local_raft_id, incarnation),
             ticks: 0,
             last_renewal_tick: 0,
             last_quorum_ack: None,
@@ -366,7 +358,7 @@ impl<S: StateMachine> Driver<S> {
                     // reads wait for the new leader (the contract's answer).
                     let _ = reply.send(Err(Error::TransferInProgress));
                 } else {
-                    self.reads_unsent.push(reply);
+                    self.reads.queue(reply);
                 }
             }
             Event::Membership {
@@ -679,25 +671,14 @@ impl<S: StateMachine> Driver<S> {
         });
     }
 
-    fn next_read_ctx(&mut self) -> Vec<u8> {
-        self.read_seq += 1;
-        let mut ctx = Vec::with_capacity(24);
-        ctx.extend_from_slice(&self.local_raft_id.to_be_bytes());
-        ctx.extend_from_slice(&self.incarnation.to_be_bytes());
-        ctx.extend_from_slice(&self.read_seq.to_be_bytes());
-        ctx
-    }
-
     /// Sends one ReadIndex for every read queued this round, and renews the
     /// lease once per heartbeat interval.
     fn issue_reads(&mut self) {
         if !self.is_leader() {
             let leader = self.leader_info();
-            for r in self.reads_unsent.drain(..) {
-                let _ = r.send(Err(Error::NotLeader {
-                    leader: leader.clone(),
-                }));
-            }
+            self.reads.refuse_unsent(|| Error::NotLeader {
+                leader: leader.clone(),
+            });
             return;
         }
         // raft-rs silently drops ReadIndex until the leader has committed an
@@ -705,22 +686,11 @@ impl<S: StateMachine> Driver<S> {
         if !self.raw.raft.commit_to_current_term() {
             return;
         }
-        let renew = self.reads_inflight.is_empty()
-            && self.ticks >= self.last_renewal_tick + self.cfg.heartbeat_tick as u64;
-        if self.reads_unsent.is_empty() && !renew {
+        let renewal_due = self.ticks >= self.last_renewal_tick + self.cfg.heartbeat_tick as u64;
+        let Some(ctx) = self.reads.start_round(self.raw.raft.term, renewal_due) else {
             return;
-        }
+        };
         self.last_renewal_tick = self.ticks;
-        let ctx = self.next_read_ctx();
-        let waiters = std::mem::take(&mut self.reads_unsent);
-        self.reads_inflight.insert(
-            ctx.clone(),
-            ReadRound {
-                sent_at: Instant::now(),
-                term: self.raw.raft.term,
-                waiters,
-            },
-        );
         self.raw.read_index(ctx);
     }
 
@@ -815,21 +785,11 @@ impl<S: StateMachine> Driver<S> {
         for (_, (_, reply)) in std::mem::take(&mut self.conf_waiters) {
             let _ = reply.send(Err(appended()));
         }
-        for (_, round) in self.reads_inflight.drain() {
-            for w in round.waiters {
-                let _ = w.send(Err(read()));
-            }
-        }
-        for w in self.reads_unsent.drain(..) {
-            let _ = w.send(Err(read()));
-        }
-        for (_, w) in self.reads_ready.drain(..) {
-            let _ = w.send(Err(read()));
-        }
+        self.reads.fail_all(read);
     }
 
     fn on_read_state(&mut self, index: u64, ctx: Vec<u8>) {
-        let Some(round) = self.reads_inflight.remove(&ctx) else {
+        let Some(round) = self.reads.confirmed(index, &ctx) else {
             return;
         };
         if round.term == self.raw.raft.term && self.is_leader() {
@@ -841,27 +801,14 @@ impl<S: StateMachine> Driver<S> {
                 _ => round.sent_at,
             });
         }
-        for w in round.waiters {
-            self.reads_ready.push((index, w));
-        }
     }
 
     fn release_reads(&mut self) {
-        if self.reads_ready.is_empty() {
-            return;
+        for (index, w) in self.reads.take_applied(self.raw.raft.raft_log.applied) {
+            self.deferred.push(Box::new(move || {
+                let _ = w.send(Ok(index));
+            }));
         }
-        let applied = self.raw.raft.raft_log.applied;
-        let mut keep = Vec::new();
-        for (index, w) in self.reads_ready.drain(..) {
-            if index <= applied {
-                self.deferred.push(Box::new(move || {
-                    let _ = w.send(Ok(index));
-                }));
-            } else {
-                keep.push((index, w));
-            }
-        }
-        self.reads_ready = keep;
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
@@ -1028,8 +975,7 @@ impl<S: StateMachine> Driver<S> {
     /// Drops waiters whose callers went away (their futures were dropped).
     fn sweep_abandoned(&mut self) {
         self.proposals.retain(|_, (_, r)| !r.is_closed());
-        self.reads_ready.retain(|(_, r)| !r.is_closed());
-        self.reads_unsent.retain(|r| !r.is_closed());
+        self.reads.sweep_abandoned();
     }
 
     fn fail_everything(&mut self, reason: &StopReason) {
