@@ -24,8 +24,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
-    Message, Snapshot as RaftSnapshot, SnapshotMetadata,
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
@@ -36,14 +35,16 @@ use raftengine::{
 };
 
 mod reads;
+mod snapshot;
 
 use reads::Reads;
+use snapshot::Schedule;
 
 use crate::config::EtcdConfig;
 use crate::error::{internal, internal_bare};
 use crate::event::{Base, Event, MembershipChange, Reply};
 use crate::shared::Shared;
-use crate::storage::{Member, RaftStorage, decode_snapshot_data, encode_snapshot_data};
+use crate::storage::{Member, RaftStorage};
 use crate::transport::{Outbound, PeerInput, SendFailure};
 use raftengine::numeric_id as raft_id;
 use raftengine_kit::SnapshotDir;
@@ -89,9 +90,7 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) events_tx: mpsc::Sender<Event<S::Response>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) snapshots: SnapshotDir,
-    last_snapshot_index: u64,
-    next_snapshot_at: u64,
-    snapshot_in_progress: bool,
+    snapshot: Schedule,
     proposals: Waiters<ProposalResult<S::Response>>,
     conf_waiters: Waiters<u64>,
     reads: Reads,
@@ -197,9 +196,7 @@ impl<S: StateMachine> Driver<S> {
             events_tx,
             shared,
             snapshots,
-            last_snapshot_index: base.snapshot_index,
-            next_snapshot_at: base.snapshot_index + cfg_snapshot_interval,
-            snapshot_in_progress: false,
+            snapshot: Schedule::new(base.snapshot_index, cfg_snapshot_interval),
             proposals: BTreeMap::new(),
             conf_waiters: BTreeMap::new(),
             reads: Reads::new(local_raft_id, incarnation),
@@ -1013,111 +1010,6 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    /// Starts a background snapshot once enough entries were applied since
-    /// the last one. Capturing is the state machine's cheap `snapshot()`;
-    /// serializing and fsyncing the file happen on another thread.
-    fn maybe_snapshot(&mut self) {
-        let applied = self.raw.raft.raft_log.applied;
-        if self.snapshot_in_progress {
-            return;
-        }
-        let requested = self.storage.take_snapshot_request() && applied > self.last_snapshot_index;
-        if !requested && applied < self.next_snapshot_at {
-            return;
-        }
-        self.next_snapshot_at = applied + self.cfg.snapshot_interval;
-        let term = match self.raw.raft.raft_log.term(applied) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(node = %self.local_id, applied, error = %e, "no term for snapshot index");
-                return;
-            }
-        };
-        let mut handle = match self.sm.snapshot() {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(node = %self.local_id, error = %e, "state machine refused to snapshot; retrying later");
-                return;
-            }
-        };
-        let mut meta = SnapshotMetadata::default();
-        meta.index = applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        let members: Vec<Member> = self
-            .conf_state
-            .voters
-            .iter()
-            .chain(self.conf_state.learners.iter())
-            .filter_map(|rid| self.addresses.get(rid).cloned())
-            .collect();
-        let data = encode_snapshot_data(self.conf_index, &members);
-        let dir = self.snapshots.clone();
-        let tx = self.events_tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("raft-etcd-snap-{}", self.local_id))
-            .spawn(move || {
-                let result = dir.write(meta.index, meta.term, &mut handle);
-                let _ = tx.blocking_send(Event::SnapshotWritten { meta, data, result });
-            });
-        match spawned {
-            Ok(_) => self.snapshot_in_progress = true,
-            Err(e) => tracing::warn!(error = %e, "could not start the snapshot writer"),
-        }
-    }
-
-    fn snapshot_written(
-        &mut self,
-        meta: SnapshotMetadata,
-        data: Vec<u8>,
-        result: Result<u64>,
-    ) -> Result<()> {
-        self.snapshot_in_progress = false;
-        let bytes = match result {
-            Ok(b) => b,
-            // A failed write or fsync of the data dir stops the node, as
-            // every other disk failure does (and as openraft stops on a
-            // failed snapshot): the disk is not to be trusted any more.
-            Err(e) => {
-                tracing::error!(node = %self.local_id, index = meta.index, error = %e, "snapshot write failed; stopping");
-                return Err(e);
-            }
-        };
-        if meta.index <= self.last_snapshot_index {
-            // A snapshot received from the leader overtook this one.
-            return Ok(());
-        }
-        self.storage.record_snapshot(&meta, &data)?;
-        self.last_snapshot_index = meta.index;
-        let compact_to = meta.index.saturating_sub(self.cfg.snapshot_keep_entries);
-        self.storage.compact(compact_to)?;
-        self.snapshots.purge_except(meta.index, meta.term);
-        tracing::info!(node = %self.local_id, index = meta.index, bytes, compacted_to = compact_to, "snapshot taken");
-        Ok(())
-    }
-
-    /// Installs a snapshot the leader sent: the state machine is restored
-    /// from the transferred file, then the log is replaced.
-    fn install_snapshot(&mut self, snap: &RaftSnapshot, hs: Option<&HardState>) -> Result<()> {
-        let meta = snap.get_metadata();
-        self.snapshots
-            .restore(meta.index, meta.term, &mut self.sm)?;
-        let (conf_index, members) = decode_snapshot_data(&snap.data)?;
-        self.storage.install_snapshot(meta, &snap.data, hs)?;
-        for m in members {
-            self.addresses.insert(m.raft_id, m);
-        }
-        self.conf_state = meta.get_conf_state().clone();
-        self.conf_index = conf_index;
-        self.check_join_role();
-        self.applied_term = meta.term;
-        self.last_snapshot_index = meta.index;
-        self.next_snapshot_at = meta.index + self.cfg.snapshot_interval;
-        self.snapshots.purge_except(meta.index, meta.term);
-        tracing::info!(node = %self.local_id, index = meta.index, "installed snapshot from the leader");
-        Ok(())
-    }
-
     /// Shows the join-as-learner alarm the local role in the configuration
     /// (this thread may block: it records the first role on disk).
     fn check_join_role(&mut self) {
@@ -1179,7 +1071,7 @@ impl<S: StateMachine> Driver<S> {
         status.commit_index = raft.raft_log.committed;
         status.applied_index = raft.raft_log.applied;
         status.last_log_index = raft.raft_log.last_index();
-        status.last_snapshot_index = self.last_snapshot_index;
+        status.last_snapshot_index = self.snapshot.last_index();
         status.fsm_pending = raft
             .raft_log
             .committed
