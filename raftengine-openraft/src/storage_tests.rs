@@ -168,6 +168,37 @@ async fn appends_that_would_leave_a_hole_are_refused() {
     assert_eq!(indexes(&mut s).await, vec![0, 1, 2]);
 }
 
+/// Replication never gets entries that start after a purged start (they
+/// would reach a follower behind the old `prev_log_id`, leaving a hole); the
+/// general read still tolerates the purged start, as openraft's contract
+/// allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_reads_of_a_purged_start_come_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path()).await;
+    s.blocking_append((0..10).map(|i| entry(1, i)))
+        .await
+        .unwrap();
+    s.purge(log_id(1, 4)).await.unwrap();
+    assert!(s.limited_get_log_entries(2, 8).await.unwrap().is_empty());
+    let from_live: Vec<u64> = s
+        .limited_get_log_entries(5, 8)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(from_live, vec![5, 6, 7]);
+    let general: Vec<u64> = s
+        .try_get_log_entries(2..8)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(general, vec![5, 6, 7]);
+}
+
 /// The log as the kit's checkers drive it.
 struct OpenraftLog(tokio::runtime::Runtime);
 
