@@ -1,0 +1,255 @@
+//! The tonic service peers call: batches checked and decoded, handed to
+//! the Raft loop through a [`PeerSink`]; snapshot files received.
+
+use super::*;
+
+/// What a peer sent, checked and decoded, for the Raft loop.
+#[derive(Debug)]
+pub(crate) enum PeerInput {
+    /// Raft messages.
+    Messages {
+        from_id: String,
+        from_address: String,
+        messages: Vec<Message>,
+    },
+    /// The leader says a committed configuration removed this node.
+    Removed { from_id: String, conf_index: u64 },
+}
+
+/// Why [`PeerSink::deliver`] did not deliver.
+pub(crate) enum Undelivered {
+    /// The queue stayed full for the whole deadline.
+    Overloaded,
+    /// The loop is gone.
+    Stopped,
+}
+
+/// Where the transport hands [`PeerInput`]: the Raft loop's bounded queue,
+/// whatever else that queue carries.
+#[tonic::async_trait]
+pub(crate) trait PeerSink: Send + Sync + 'static {
+    /// Queues `input`, waiting at most `deadline` for room.
+    async fn deliver(&self, input: PeerInput, deadline: Duration) -> Result<(), Undelivered>;
+    /// Resolves once the loop is gone.
+    async fn closed(&self);
+}
+
+#[tonic::async_trait]
+impl<T: From<PeerInput> + Send + 'static> PeerSink for mpsc::Sender<T> {
+    async fn deliver(&self, input: PeerInput, deadline: Duration) -> Result<(), Undelivered> {
+        match self.send_timeout(T::from(input), deadline).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Undelivered::Overloaded),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Undelivered::Stopped),
+        }
+    }
+
+    async fn closed(&self) {
+        mpsc::Sender::closed(self).await;
+    }
+}
+
+/// Where inbound batches go: the Raft loop's event queue.
+#[derive(Clone)]
+pub(crate) struct Inbound {
+    local_id: String,
+    events: Arc<dyn PeerSink>,
+    enqueue_timeout: Duration,
+    snapshots: SnapshotDir,
+}
+
+impl Inbound {
+    pub(crate) fn new(
+        local_id: String,
+        events: impl PeerSink,
+        enqueue_timeout: Duration,
+        snapshots: SnapshotDir,
+    ) -> Self {
+        Inbound {
+            local_id,
+            events: Arc::new(events),
+            enqueue_timeout,
+            snapshots,
+        }
+    }
+
+    /// The tonic service to mount.
+    pub(crate) fn into_service(self) -> RaftTransportServer<Self> {
+        RaftTransportServer::new(self)
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES)
+    }
+}
+
+impl Inbound {
+    /// Checks one batch and hands it to the Raft loop. Nothing of a batch
+    /// with one bad message reaches the loop.
+    async fn accept(&self, batch: MessageBatch) -> Result<(), Status> {
+        if batch.from_id.is_empty() {
+            return Err(Status::invalid_argument("batch without a sender id"));
+        }
+        let mut messages = Vec::with_capacity(batch.messages.len());
+        for raw in &batch.messages {
+            let m = Message::parse_from_bytes(raw)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                // The state machine's bytes must have arrived (and verified)
+                // through InstallSnapshot first.
+                let meta = m.get_snapshot().get_metadata();
+                if !self.snapshots.path(meta.index, meta.term).exists() {
+                    return Err(Status::failed_precondition(format!(
+                        "snapshot {}/{} was not transferred",
+                        meta.index, meta.term
+                    )));
+                }
+            }
+            messages.push(m);
+        }
+        let input = PeerInput::Messages {
+            from_id: batch.from_id,
+            from_address: batch.from_address,
+            messages,
+        };
+        match self.events.deliver(input, self.enqueue_timeout).await {
+            Ok(()) => Ok(()),
+            Err(Undelivered::Overloaded) => {
+                Err(Status::resource_exhausted("raft loop is overloaded"))
+            }
+            Err(Undelivered::Stopped) => Err(Status::unavailable("raft engine is shut down")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for Inbound {
+    type StreamStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<BatchAck, Status>> + Send + 'static>>;
+
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<MessageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let batches = request.into_inner();
+        // The acknowledgements are computed as the connection polls for
+        // them: reading a batch, handing it to the Raft loop and answering
+        // happen in the connection's own task, with no hop through another
+        // task. Measured against a task per stream (3 bench runs each):
+        // single-client p50 448 vs 480 µs, 256 clients 53.6 k vs 48.0 k
+        // writes/s. The stream ends when the sender closes it, after a
+        // refused batch, or when the engine stops (a stream never ends by
+        // itself, and a graceful server shutdown would wait for it).
+        let acks = futures::stream::unfold(Some((batches, self.clone())), |state| async move {
+            let (mut batches, inbound) = state?;
+            let next = tokio::select! {
+                next = batches.message() => next,
+                () = inbound.events.closed() => {
+                    return Some((Err(Status::unavailable("raft engine is shut down")), None));
+                }
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    let seq = batch.seq;
+                    match inbound.accept(batch).await {
+                        Ok(()) => Some((Ok(BatchAck { seq }), Some((batches, inbound)))),
+                        Err(status) => Some((Err(status), None)),
+                    }
+                }
+                Ok(None) => None,
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
+        self.accept(request.into_inner()).await?;
+        Ok(Response::new(SendReply {}))
+    }
+
+    async fn removed(
+        &self,
+        request: Request<RemovedNotice>,
+    ) -> Result<Response<SendReply>, Status> {
+        let notice = request.into_inner();
+        if notice.removed_id != self.local_id {
+            return Err(Status::invalid_argument(format!(
+                "notice names {:?}, this node is {:?}",
+                notice.removed_id, self.local_id
+            )));
+        }
+        let input = PeerInput::Removed {
+            from_id: notice.from_id,
+            conf_index: notice.conf_index,
+        };
+        match self.events.deliver(input, self.enqueue_timeout).await {
+            Ok(()) => Ok(Response::new(SendReply {})),
+            // Already stopped: the notice has nothing left to do.
+            Err(Undelivered::Stopped) => Ok(Response::new(SendReply {})),
+            Err(Undelivered::Overloaded) => {
+                Err(Status::resource_exhausted("raft loop is overloaded"))
+            }
+        }
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SendReply>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let Some(header) = first.header.clone() else {
+            return Err(Status::invalid_argument("snapshot stream without a header"));
+        };
+        if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
+            return Err(Status::invalid_argument("implausible snapshot header"));
+        }
+        let final_path = self.snapshots.path(header.index, header.term);
+        if final_path.exists() {
+            // Published files were verified once, but the disk may have
+            // damaged them since; a bad one is replaced by this transfer.
+            let path = final_path.clone();
+            let valid =
+                tokio::task::spawn_blocking(move || raftengine_kit::snapshot_dir::verify(&path))
+                    .await;
+            if matches!(valid, Ok(Ok(_))) {
+                return Ok(Response::new(SendReply {}));
+            }
+            tracing::warn!(path = %final_path.display(), "local copy of the snapshot is damaged; receiving it again");
+            let _ = tokio::fs::remove_file(&final_path).await;
+        }
+        let tmp = self
+            .snapshots
+            .receive_path(header.index, header.term, rand::random());
+        let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
+        let result = raftengine_kit::snapshot_stream::receive_file(
+            &tmp,
+            header.size,
+            first.data,
+            &mut rest,
+            self.enqueue_timeout,
+        )
+        .await;
+        if let Err(status) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(status);
+        }
+        let snapshots = self.snapshots.clone();
+        let (index, term) = (header.index, header.term);
+        let tmp2 = tmp.clone();
+        let published =
+            tokio::task::spawn_blocking(move || snapshots.publish(&tmp2, index, term)).await;
+        match published {
+            Ok(Ok(())) => Ok(Response::new(SendReply {})),
+            Ok(Err(e)) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(Status::data_loss(format!(
+                    "received snapshot is invalid: {e}"
+                )))
+            }
+            Err(e) => Err(Status::internal(format!("snapshot check failed: {e}"))),
+        }
+    }
+}
