@@ -16,11 +16,11 @@ use crate::config::OpenraftConfig;
 use crate::engine::{OpenraftEngine, RemovalNotices, watch_metrics};
 use crate::error::internal;
 use crate::log_store::LogStore;
-use crate::network::{NetworkFactory, Outbound};
-use crate::service::Inbound;
 use crate::shared::Contact;
 use crate::shared::{Watched, stop_removed};
 use crate::state_machine::StateMachineAdapter;
+use crate::transport::inbound::Inbound;
+use crate::transport::outbound::{NetworkFactory, Outbound};
 use crate::types::Peer;
 
 /// Creates openraft engines with one [`OpenraftConfig`].

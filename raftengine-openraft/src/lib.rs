@@ -40,9 +40,10 @@
 //!   under `<data_dir>/raft-log`; one writer thread group-commits every
 //!   append that queued during the previous fsync. It passes openraft's own
 //!   storage suite plus reopen, torn-tail and corruption tests.
-//! * **State machine**: applied in log order on openraft's state-machine
-//!   task; snapshots are written off the Raft loop into checksummed files
-//!   and restored with the application's `restore`.
+//! * **State machine**: applied in log order, in batches on the blocking
+//!   pool (the application's `apply` may block); snapshots are written off
+//!   the Raft loop into checksummed files and restored with the
+//!   application's `restore`.
 //! * **Network**: per peer a control connection (heartbeats, votes,
 //!   pre-votes, leadership transfer), a data connection (pipelined appends on
 //!   one stream) and a snapshot connection (1 MiB chunks, progress deadline).
@@ -57,7 +58,6 @@ mod factory;
 #[doc(hidden)]
 pub mod log_bench;
 mod log_store;
-mod network;
 
 /// The generated gRPC code of `proto/transport.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -65,9 +65,9 @@ mod pb {
     tonic::include_proto!("raftengine.openraft.v1");
 }
 
-mod service;
 mod shared;
 mod state_machine;
+mod transport;
 mod types;
 
 #[cfg(test)]
@@ -79,6 +79,3 @@ pub use factory::OpenraftFactory;
 
 /// The engine type name this backend reports.
 pub const ENGINE_TYPE: &str = "openraft";
-
-#[cfg(test)]
-mod service_tests;

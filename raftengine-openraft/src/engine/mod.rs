@@ -37,9 +37,9 @@ mod metrics;
 pub(crate) use metrics::{RemovalNotices, Sample, sample, watch_metrics};
 
 use crate::config::OpenraftConfig;
-use crate::network::Outbound;
 use crate::shared::{Contact, Epoch, MetricsRx, OpenRaft, Watched, contained, stop_removed};
 use crate::state_machine::StateMachineAdapter;
+use crate::transport::outbound::Outbound;
 use crate::types::{Peer, Reply, Request, StoredMembership, TypeConfig};
 
 /// Counts one waiting proposal for as long as it lives.
