@@ -251,7 +251,11 @@ impl<R: Send + 'static> Engine<R> for EtcdEngine<R> {
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
-                return Err(crate::error::internal_bare("raft loop thread panicked"));
+                return Err(Error::internal(
+                    crate::ENGINE_TYPE,
+                    "raft loop thread panicked",
+                    None,
+                ));
             }
         }
         Ok(())

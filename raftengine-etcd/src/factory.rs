@@ -13,7 +13,6 @@ use raftengine::{Error, Factory, FactoryConfig, FactoryResult, Result, StateMach
 use crate::config::EtcdConfig;
 use crate::driver::{Driver, bootstrap_entries};
 use crate::engine::EtcdEngine;
-use crate::error::internal;
 use crate::event::{Base, Event};
 use crate::shared::Shared;
 use crate::storage::decode_snapshot_data;
@@ -108,7 +107,13 @@ impl Factory for EtcdFactory {
         // have read another node's log (`raftengine_kit::read_thread`).
         // After this, only the Raft loop's own thread reads the log.
         let open_thread = ReadThread::spawn(&format!("raft-etcd-open-{}", config.local_id))
-            .map_err(|e| internal("spawn storage open thread", e))?;
+            .map_err(|e| {
+                Error::internal(
+                    crate::ENGINE_TYPE,
+                    "spawn storage open thread",
+                    Some(e.into()),
+                )
+            })?;
         let (raw, opened, snapshots, base, sm, join_alarm, was_removed) = open_thread
             .run(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
@@ -148,12 +153,20 @@ impl Factory for EtcdFactory {
                     .validate()
                     .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
                 let logger = slog::Logger::root(slog::Discard, slog::o!());
-                let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &logger)
-                    .map_err(|e| internal("create raft node", e))?;
+                let raw =
+                    RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
+                        Error::internal(crate::ENGINE_TYPE, "create raft node", Some(e.into()))
+                    })?;
                 Ok((raw, opened, snapshots, base, sm, join_alarm, was_removed))
             })
             .await
-            .map_err(|e| internal("storage open task failed", e))??;
+            .map_err(|e| {
+                Error::internal(
+                    crate::ENGINE_TYPE,
+                    "storage open task failed",
+                    Some(e.into()),
+                )
+            })??;
         drop(open_thread);
         if opened.existed && bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
@@ -214,7 +227,9 @@ impl Factory for EtcdFactory {
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
             .spawn(move || driver.run())
-            .map_err(|e| internal("spawn raft loop thread", e))?;
+            .map_err(|e| {
+                Error::internal(crate::ENGINE_TYPE, "spawn raft loop thread", Some(e.into()))
+            })?;
 
         let tick = self.config.tick_interval;
         let tick_tx = events_tx.clone();

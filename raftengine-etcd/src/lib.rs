@@ -63,7 +63,6 @@
 mod config;
 mod driver;
 mod engine;
-mod error;
 mod event;
 mod factory;
 mod shared;

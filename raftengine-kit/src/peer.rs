@@ -53,23 +53,32 @@ pub const REMOVED_NOTICE_ATTEMPTS: usize = 30;
 /// [`REMOVED_NOTICE_ATTEMPTS`] times, each within `deadline` and `deadline`
 /// apart, until the peer accepts it or refuses it as not meant for it
 /// (`InvalidArgument`: it is another node now, or the notice is stale).
-/// Returns whether the peer accepted it.
+/// Logs the outcome for `removed_id` and returns whether the peer accepted
+/// it.
 ///
 /// # Cancel safety
 ///
 /// Dropping the future stops the retries; a call in flight may still land.
-pub async fn deliver_removed_notice<F, Fut, T>(deadline: Duration, mut call: F) -> bool
+pub async fn deliver_removed_notice<F, Fut, T>(
+    removed_id: &str,
+    deadline: Duration,
+    mut call: F,
+) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     for _ in 0..REMOVED_NOTICE_ATTEMPTS {
         match tokio::time::timeout(deadline, call()).await {
-            Ok(Ok(_)) => return true,
-            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return false,
+            Ok(Ok(_)) => {
+                tracing::info!(node = %removed_id, "removed node notified");
+                return true;
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => break,
             _ => tokio::time::sleep(deadline).await,
         }
     }
+    tracing::info!(node = %removed_id, "removed node did not take the notice; it stays up until stopped");
     false
 }
 
@@ -81,7 +90,7 @@ mod tests {
     #[tokio::test]
     async fn a_notice_is_retried_until_accepted() {
         let tries = AtomicUsize::new(0);
-        let accepted = deliver_removed_notice(Duration::from_millis(2), || {
+        let accepted = deliver_removed_notice("n9", Duration::from_millis(2), || {
             let n = tries.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 3 {
@@ -99,7 +108,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_notice_is_not_retried_and_retries_are_bounded() {
         let tries = AtomicUsize::new(0);
-        let refused = deliver_removed_notice(Duration::from_millis(2), || {
+        let refused = deliver_removed_notice("n9", Duration::from_millis(2), || {
             tries.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>(tonic::Status::invalid_argument("not me")) }
         })
@@ -108,7 +117,7 @@ mod tests {
         assert_eq!(tries.load(Ordering::SeqCst), 1);
 
         let tries = AtomicUsize::new(0);
-        let silent = deliver_removed_notice(Duration::from_millis(2), || {
+        let silent = deliver_removed_notice("n9", Duration::from_millis(2), || {
             tries.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<Result<(), tonic::Status>>()
         })

@@ -14,7 +14,6 @@ use raftengine_kit::join_alarm::JoinAlarm;
 
 use crate::config::OpenraftConfig;
 use crate::engine::{OpenraftEngine, RemovalNotices, watch_metrics};
-use crate::error::internal;
 use crate::log_store::LogStore;
 use crate::shared::Contact;
 use crate::shared::{Watched, stop_removed};
@@ -81,7 +80,13 @@ impl Factory for OpenraftFactory {
                 Ok((opened, snapshots, adapter, join_alarm, was_removed))
             })
             .await
-            .map_err(|e| internal("storage open task failed", e))??;
+            .map_err(|e| {
+                Error::internal(
+                    crate::ENGINE_TYPE,
+                    "storage open task failed",
+                    Some(e.into()),
+                )
+            })??;
         if opened.existed && config.bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
         }
@@ -102,14 +107,14 @@ impl Factory for OpenraftFactory {
             adapter.clone(),
         )
         .await
-        .map_err(|e| internal("start openraft", e))?;
+        .map_err(|e| Error::internal(crate::ENGINE_TYPE, "start openraft", Some(e.into())))?;
 
         // Initialize exactly once: a restarted node (initialized log or
         // vote) never does it again, whatever the flag says.
         let initialized = raft
             .is_initialized()
             .await
-            .map_err(|e| internal("read raft state", e))?;
+            .map_err(|e| Error::internal(crate::ENGINE_TYPE, "read raft state", Some(e.into())))?;
         if config.bootstrap && !initialized {
             let members: BTreeMap<u64, Peer> = bootstrap_voters
                 .into_iter()
@@ -123,7 +128,11 @@ impl Factory for OpenraftFactory {
                 .collect();
             if let Err(e) = raft.initialize(members).await {
                 let _ = raft.shutdown().await;
-                return Err(internal("initialize the cluster", e));
+                return Err(Error::internal(
+                    crate::ENGINE_TYPE,
+                    "initialize the cluster",
+                    Some(e.into()),
+                ));
             }
             // `initialize` returns before the metrics show the membership it
             // wrote; until then this voter would read as a non-member

@@ -53,7 +53,6 @@
 mod codec;
 mod config;
 mod engine;
-mod error;
 mod factory;
 #[doc(hidden)]
 pub mod log_bench;

@@ -165,6 +165,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Internal`] of the engine named `engine` (its
+    /// `engine_type()`), caused by `source` if there is one.
+    ///
+    /// ```
+    /// let e = raftengine::Error::internal("etcd", "raft loop thread panicked", None);
+    /// assert_eq!(e.to_string(), "etcd: raft loop thread panicked");
+    /// ```
+    pub fn internal(
+        engine: &'static str,
+        message: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> Self {
+        Error::Internal {
+            engine,
+            message: message.into(),
+            source,
+        }
+    }
+
     /// A [`Error::Storage`] with a source.
     pub fn storage(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Storage {

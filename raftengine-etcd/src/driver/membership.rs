@@ -225,7 +225,13 @@ impl<S: StateMachine> Driver<S> {
             single.set_change_type(cc.get_change_type());
             (cs, vec![single], cc.context.clone())
         };
-        let cs = cs.map_err(|e| internal(format!("apply conf change at {}", entry.index), e))?;
+        let cs = cs.map_err(|e| {
+            Error::internal(
+                crate::ENGINE_TYPE,
+                format!("apply conf change at {}", entry.index),
+                Some(e.into()),
+            )
+        })?;
         for change in &changes {
             let rid = change.node_id;
             match change.get_change_type() {

@@ -45,7 +45,6 @@ use reads::Reads;
 use snapshot::Schedule;
 
 use crate::config::EtcdConfig;
-use crate::error::{internal, internal_bare};
 use crate::event::{Base, Event, MembershipChange, Reply};
 use crate::shared::Shared;
 use crate::storage::{Member, RaftStorage};
@@ -402,8 +401,10 @@ impl<S: StateMachine> Driver<S> {
         if result.is_err() || after != before + 1 {
             // raft-rs drops proposals silently in a few states (e.g. the
             // uncommitted-size limit); nothing was appended.
-            let _ = reply.send(Err(internal_bare(
+            let _ = reply.send(Err(Error::internal(
+                crate::ENGINE_TYPE,
                 "raft-rs dropped the proposal (uncommitted log too large); retry",
+                None,
             )));
             return;
         }

@@ -144,7 +144,7 @@ impl Outbound {
         let rpc_timeout = self.rpc_timeout;
         self.runtime.spawn(async move {
             let client = RaftTransportClient::new(endpoint.connect_lazy());
-            let delivered = raftengine_kit::peer::deliver_removed_notice(rpc_timeout, || {
+            raftengine_kit::peer::deliver_removed_notice(&removed_id, rpc_timeout, || {
                 let mut request = Request::new(RemovedNotice {
                     from_id: from_id.clone(),
                     removed_id: removed_id.clone(),
@@ -155,11 +155,6 @@ impl Outbound {
                 async move { client.removed(request).await }
             })
             .await;
-            if delivered {
-                tracing::info!(node = %removed_id, conf_index, "removed node notified");
-            } else {
-                tracing::info!(node = %removed_id, "removed node did not take the notice; it stays up until stopped");
-            }
         });
     }
 

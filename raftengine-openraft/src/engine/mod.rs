@@ -261,7 +261,11 @@ impl<S: StateMachine> OpenraftEngine<S> {
         };
         let commit_index = resp.log_id.index;
         let response = Reply::take::<S::Response>(resp.data).ok_or_else(|| {
-            crate::error::internal_bare("the state machine's response did not reach the proposer")
+            Error::internal(
+                crate::ENGINE_TYPE,
+                "the state machine's response did not reach the proposer",
+                None,
+            )
         })?;
         Ok(ProposalResult {
             commit_index,
@@ -480,7 +484,9 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         self.outbound.close();
         self.watched.epoch.send_replace(Epoch::default());
         self.watched.stop_once(StopReason::Shutdown);
-        result.map_err(|e| crate::error::internal_bare(format!("openraft shutdown: {e}")))
+        result.map_err(|e| {
+            Error::internal(crate::ENGINE_TYPE, format!("openraft shutdown: {e}"), None)
+        })
     }
 
     async fn stopped(&self) -> StopReason {

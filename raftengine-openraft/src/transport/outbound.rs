@@ -112,7 +112,7 @@ impl Outbound {
         };
         let deadline = self.connect_timeout;
         tokio::spawn(async move {
-            let delivered = raftengine_kit::peer::deliver_removed_notice(deadline, || {
+            raftengine_kit::peer::deliver_removed_notice(&removed_id, deadline, || {
                 let mut request = tonic::Request::new(RemovedNotice {
                     from_id: from_id.clone(),
                     removed_id: removed_id.clone(),
@@ -123,11 +123,6 @@ impl Outbound {
                 async move { client.removed(request).await }
             })
             .await;
-            if delivered {
-                tracing::info!(node = %removed_id, conf_index, "removed node notified");
-            } else {
-                tracing::info!(node = %removed_id, "removed node did not take the notice; it stays up until stopped");
-            }
         });
     }
 
