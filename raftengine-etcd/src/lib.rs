@@ -68,7 +68,6 @@ mod factory;
 mod shared;
 mod storage;
 mod transport;
-mod watermark;
 
 pub use config::EtcdConfig;
 pub use engine::EtcdEngine;

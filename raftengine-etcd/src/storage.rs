@@ -30,44 +30,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{Command, Config as LogConfig, LogBatch, MessageExt, RecoveryMode};
-use raftengine_kit::node_dir::IDENTITY_FILE;
+use raft_engine::{Command, LogBatch};
+use raftengine_kit::log_mark::{Legacy, Mark, MarkFile, MarkUpdate};
+use raftengine_kit::node_log::{EnvelopeExt as EntryExt, GROUP};
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 
 use protobuf::Message as _;
 use raftengine::{Error, Result};
 use raftengine_kit::entry_cache::{CachedEntry, EntryCache};
 
-use crate::watermark::{Mark, MarkFile};
-
-const GROUP: u64 = 1;
-/// How long `open` waits for an instance of this process that is still
-/// stopping (a node restarted in place) to release the directory lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The newest entries kept in memory (`Cached::recent`): enough for every
 /// append in flight to a follower that keeps up; one further behind reads
 /// from the files.
 const RECENT_ENTRIES: usize = 4096;
 const RECENT_BYTES: usize = 8 * 1024 * 1024;
-const KEY_NODE: &[u8] = b"node";
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
 const KEY_MEMBERS: &[u8] = b"members";
 const KEY_SNAPSHOT: &[u8] = b"snap";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snap_data";
 const KEY_TRUNCATED: &[u8] = b"trunc";
-/// raft-engine needs to know how to read an entry's index.
-#[derive(Debug)]
-struct EntryExt;
-
-impl MessageExt for EntryExt {
-    type Entry = Entry;
-
-    fn index(e: &Entry) -> u64 {
-        e.index
-    }
-}
-
 /// A member as persisted in the address book.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Member {
@@ -104,8 +86,8 @@ pub(crate) struct RaftStorage {
     /// Completed fsyncs of the log files (`Status::log_syncs`).
     syncs: SyncCounter,
     cached: Arc<Mutex<Cached>>,
-    /// See [`crate::watermark`]; only the Raft loop writes, so the lock is
-    /// never contended.
+    /// See [`raftengine_kit::log_mark`]; only the Raft loop writes, so the
+    /// lock is never contended.
     mark: Arc<Mutex<MarkFile>>,
 }
 
@@ -136,54 +118,11 @@ impl RaftStorage {
     /// Opens (creating if needed) the log under `data_dir` for `local_id`.
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> Result<Opened> {
-        let dir = data_dir.join("raft-log");
-        let cfg = LogConfig {
-            dir: dir.to_string_lossy().into_owned(),
-            // A torn tail is an unacknowledged write cut by a crash and may be
-            // dropped; corruption anywhere else is an error, never skipped.
-            recovery_mode: RecoveryMode::TolerateTailCorruption,
-            // Raft entries are small and mostly unique: LZ4 on every batch
-            // costs CPU (compressing, then decompressing each entry the
-            // leader reads back to replicate) for little disk saved. Off:
-            // openraft 87 k vs 77 k writes/s, etcd unchanged within noise
-            // (3 bench runs each, docs/benchmarks.md).
-            batch_compression_threshold: raft_engine::ReadableSize(0),
-            ..LogConfig::default()
-        };
-        let syncs = SyncCounter::new();
         // No other instance may hold the directory: a node restarted in
         // place has fully stopped before `create` returns again.
-        let engine = raftengine_kit::raft_log::open(&cfg, syncs.clone(), LOCK_WAIT)
-            .map_err(|e| storage_err(&format!("open raft log in {}", dir.display()), e))?;
-        let engine = Arc::new(engine);
-        let node = engine.get(GROUP, KEY_NODE);
-        let existed = match node {
-            Some(stored) if stored == local_id.as_bytes() => true,
-            Some(stored) => {
-                return Err(Error::Storage {
-                    message: format!(
-                        "{} belongs to node {:?}, not {:?}",
-                        data_dir.display(),
-                        String::from_utf8_lossy(&stored),
-                        local_id
-                    ),
-                    source: None,
-                });
-            }
-            None => false,
-        };
-        let identity = data_dir.join(IDENTITY_FILE);
-        if !existed && identity.exists() {
-            return Err(Error::Storage {
-                message: format!(
-                    "{} was initialized ({} exists) but its raft log is empty: the log was \
-                     lost or truncated by corruption; refusing to start as a new node",
-                    data_dir.display(),
-                    identity.display()
-                ),
-                source: None,
-            });
-        }
+        let log = raftengine_kit::node_log::open(data_dir, local_id)
+            .map_err(|e| Error::storage(e.to_string(), e))?;
+        let (engine, syncs, existed) = (log.engine, log.syncs, log.existed);
         let hard_state: HardState = engine
             .get_message(GROUP, KEY_HARD_STATE)
             .map_err(|e| storage_err("read hard state", e))?
@@ -224,12 +163,13 @@ impl RaftStorage {
         };
         let snapshot_out =
             (snapshot.index > 0).then(|| (snapshot.index, snapshot.term, snapshot_data.clone()));
-        let (mark_file, claim) = MarkFile::open(data_dir).map_err(|e| {
-            storage_err(
-                &format!("open the raft log mark in {}", data_dir.display()),
-                e,
-            )
-        })?;
+        let (mark_file, claim) =
+            MarkFile::open(data_dir, Legacy::TermVoteCommitLast).map_err(|e| {
+                storage_err(
+                    &format!("open the raft log mark in {}", data_dir.display()),
+                    e,
+                )
+            })?;
         let storage = RaftStorage {
             snapshot_wanted: Arc::default(),
             local_id: local_id.to_owned(),
@@ -266,14 +206,15 @@ impl RaftStorage {
     /// least what the watermark says was durable: otherwise records the node
     /// had acknowledged (entries, a vote) were lost to corruption.
     fn check_consistency(&self, claim: &Mark) -> Result<()> {
-        let found = self.durable_mark();
+        let found = self.found_mark();
         let dir = self.engine.path().to_owned();
-        if found.commit > found.last {
+        if found.commit_end > found.end {
             return Err(Error::Storage {
                 message: format!(
                     "raft log in {dir} is missing entries: commit index {} is past the last \
                      entry {}",
-                    found.commit, found.last
+                    found.commit_end - 1,
+                    found.end.saturating_sub(1)
                 ),
                 source: None,
             });
@@ -324,14 +265,13 @@ impl RaftStorage {
         Ok(())
     }
 
-    fn durable_mark(&self) -> Mark {
-        let last = self.last_index_raw();
+    /// What the log holds, in the watermark's terms.
+    fn found_mark(&self) -> Mark {
+        let end = end_of(self.last_index_raw());
         let c = self.lock();
         Mark {
-            term: c.hard_state.term,
-            vote: c.hard_state.vote,
-            commit: c.hard_state.commit,
-            last,
+            end,
+            ..mark_of(&c.hard_state)
         }
     }
 
@@ -343,17 +283,14 @@ impl RaftStorage {
 
     /// After an fsync everything written so far is durable: raise the mark.
     fn after_sync(&self) {
-        let mark = self.durable_mark();
-        if let Err(e) = self.marks().store(mark) {
-            tracing::warn!(error = %e, "could not update the raft log mark");
-        }
+        self.marks().synced();
     }
 
-    /// Before a write that ends the log at `last`, lower the mark; if that
+    /// Before a write that ends the log at `end`, lower the mark; if that
     /// fails the write must not happen (the mark would then lead the log).
-    fn lower_mark(&self, last: u64) -> Result<()> {
+    fn lower_mark(&self, end: u64) -> Result<()> {
         self.marks()
-            .lower_last(last)
+            .lower_end(end)
             .map_err(|e| storage_err("lower the raft log mark", e))
     }
 
@@ -367,12 +304,8 @@ impl RaftStorage {
         members: &[Member],
     ) -> Result<()> {
         let mut batch = LogBatch::default();
-        put_raw(
-            &mut batch,
-            KEY_NODE,
-            local_id.as_bytes().to_vec(),
-            "node id",
-        )?;
+        raftengine_kit::node_log::put_owner(&mut batch, local_id)
+            .map_err(|e| storage_err("record node id", e))?;
         put_raw(&mut batch, KEY_MEMBERS, encode_members(members), "members")?;
         let mut hs = HardState::default();
         let mut cs = ConfState::default();
@@ -399,9 +332,16 @@ impl RaftStorage {
         }
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("write initial state", e))?;
-        let identity = data_dir.join(IDENTITY_FILE);
-        raftengine_kit::durable::write_file(&identity, local_id.as_bytes())
-            .map_err(|e| storage_err(&format!("write {}", identity.display()), e))?;
+        raftengine_kit::node_log::record_created(data_dir, local_id).map_err(|e| {
+            storage_err(
+                &format!("write the identity file in {}", data_dir.display()),
+                e,
+            )
+        })?;
+        self.marks().written(&MarkUpdate {
+            end: bootstrap.last().map(|e| e.index + 1),
+            ..update_of(&hs)
+        });
         {
             let mut c = self.lock();
             c.hard_state = hs;
@@ -425,7 +365,7 @@ impl RaftStorage {
             return Ok(());
         }
         if let Some(first) = entries.first() {
-            self.lower_mark(first.index.saturating_sub(1))?;
+            self.lower_mark(first.index)?;
         }
         let mut batch = LogBatch::default();
         if !entries.is_empty() {
@@ -438,6 +378,10 @@ impl RaftStorage {
         }
         raftengine_kit::raft_log::write(&self.engine, &mut batch, sync)
             .map_err(|e| storage_err("write raft log", e))?;
+        self.marks().written(&MarkUpdate {
+            end: entries.last().map(|e| e.index + 1),
+            ..hard_state.map(update_of).unwrap_or_default()
+        });
         if !entries.is_empty() || hard_state.is_some() {
             let mut c = self.lock();
             c.recent.append(entries.iter().map(|e| CachedEntry {
@@ -556,15 +500,11 @@ impl RaftStorage {
         data: &[u8],
         hs: Option<&HardState>,
     ) -> Result<()> {
-        self.lower_mark(meta.index)?;
+        self.lower_mark(meta.index + 1)?;
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Clean);
-        put_raw(
-            &mut batch,
-            KEY_NODE,
-            self.local_id.as_bytes().to_vec(),
-            "node id",
-        )?;
+        raftengine_kit::node_log::put_owner(&mut batch, &self.local_id)
+            .map_err(|e| storage_err("record node id", e))?;
         put_snapshot(&mut batch, meta, data)?;
         put_raw(
             &mut batch,
@@ -580,6 +520,10 @@ impl RaftStorage {
         put_message(&mut batch, KEY_HARD_STATE, &hard_state, "hard state")?;
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
             .map_err(|e| storage_err("install snapshot", e))?;
+        self.marks().written(&MarkUpdate {
+            end: Some(meta.index + 1),
+            ..update_of(&hard_state)
+        });
         let mut c = self.lock();
         c.snapshot = meta.clone();
         c.snapshot_data = data.to_vec();
@@ -590,6 +534,30 @@ impl RaftStorage {
         drop(c);
         self.after_sync();
         Ok(())
+    }
+}
+
+/// One past `index`; 0 for none (raft-rs's log starts at 1).
+fn end_of(index: u64) -> u64 {
+    if index == 0 { 0 } else { index + 1 }
+}
+
+/// A hard state in the watermark's terms.
+fn mark_of(hs: &HardState) -> Mark {
+    Mark {
+        vote_term: hs.term,
+        voted_for: hs.vote,
+        commit_end: end_of(hs.commit),
+        end: 0,
+    }
+}
+
+/// What writing `hs` changes in the watermark.
+fn update_of(hs: &HardState) -> MarkUpdate {
+    MarkUpdate {
+        end: None,
+        vote: Some((hs.term, hs.vote)),
+        commit_end: Some(end_of(hs.commit)),
     }
 }
 
@@ -855,9 +823,11 @@ mod tests {
         let dir = written_log();
         {
             let o = RaftStorage::open(dir.path(), "n1").unwrap();
-            // A new leader replaces 15.. with a shorter tail.
+            // A new leader replaces 15.. with a shorter tail, and the node
+            // stops before an fsync covers it: the mark was lowered before
+            // the write, so the shorter log is no false alarm.
             o.storage
-                .persist(&[entry(15, 2), entry(16, 2)], None, true)
+                .persist(&[entry(15, 2), entry(16, 2)], None, false)
                 .unwrap();
         }
         {

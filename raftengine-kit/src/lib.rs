@@ -16,8 +16,12 @@
 //!   first joined with.
 //! * `log_checks` (feature `dev`): checkers a backend runs against its raft
 //!   log on disk (torn tails, damaged records, emptied or foreign dirs).
+//! * [`log_mark`]: the watermark beside a raft log that tells a torn tail
+//!   from lost durable records.
 //! * [`member`]: checks of a server an admin call is about to add.
 //! * [`node_dir`]: whether a data dir holds a node (its identity file).
+//! * [`node_log`]: a node's raft log in its data dir, opened with identity
+//!   checks.
 //! * [`peer`]: a peer client endpoint's defaults and the removed-node
 //!   notice's bounded delivery.
 //! * [`raft_log`]: a `raft-engine` log whose fsyncs are counted at the file
@@ -35,8 +39,10 @@ pub mod idle_spin;
 pub mod join_alarm;
 #[cfg(feature = "dev")]
 pub mod log_checks;
+pub mod log_mark;
 pub mod member;
 pub mod node_dir;
+pub mod node_log;
 pub mod peer;
 pub mod raft_log;
 pub mod read_thread;

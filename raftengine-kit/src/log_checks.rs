@@ -32,10 +32,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// The raft-engine directory inside a data dir.
-pub const LOG_DIR: &str = "raft-log";
-/// The watermark file inside a data dir.
-pub const MARK_FILE: &str = "raft-log-mark";
+pub use crate::log_mark::MARK_FILE;
+pub use crate::node_log::LOG_DIR;
 
 /// What a reopened log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -124,22 +124,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use raft_engine::{Config, LogBatch, MessageExt};
-    use raft_proto::eraftpb::Entry;
+    use raft_engine::{Config, LogBatch};
 
     use super::*;
+    use crate::node_log::{Envelope as Entry, EnvelopeExt as Ext};
     use crate::raft_log::{LogEngine, SyncCounter, open};
-
-    #[derive(Clone)]
-    struct Ext;
-
-    impl MessageExt for Ext {
-        type Entry = Entry;
-
-        fn index(e: &Entry) -> u64 {
-            e.index
-        }
-    }
 
     /// A log holding one entry at index 1 whose data is `data`.
     fn log_with(dir: &std::path::Path, data: &[u8]) -> Arc<LogEngine> {

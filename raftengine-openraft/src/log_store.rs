@@ -45,12 +45,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use raft_engine::{
-    Command as LogCommand, Config as EngineConfig, LogBatch, MessageExt, RecoveryMode,
-};
-use raft_proto::eraftpb;
+use raft_engine::{Command as LogCommand, LogBatch};
 use raftengine_kit::entry_cache::{CachedEntry, EntryCache};
-use raftengine_kit::node_dir::IDENTITY_FILE;
+use raftengine_kit::log_mark::{Legacy, Mark, MarkFile, MarkUpdate};
+use raftengine_kit::node_log::{Envelope, EnvelopeExt, GROUP};
 use raftengine_kit::raft_log::{LogEngine, SyncCounter};
 use raftengine_kit::read_thread::ReadThread;
 use tokio::sync::{mpsc, oneshot};
@@ -58,8 +56,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{decode_io, encode_io};
 use crate::types::{Committed, Entry, LogId, TypeConfig, Vote};
 
-const GROUP: u64 = 1;
-const KEY_NODE: &[u8] = b"node";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
@@ -71,18 +67,6 @@ const WRITE_QUEUE: usize = 256;
 /// from the files.
 const RECENT_ENTRIES: usize = 4096;
 const RECENT_BYTES: usize = 8 * 1024 * 1024;
-/// raft-engine needs to know how to read an entry's index.
-#[derive(Debug)]
-struct EnvelopeExt;
-
-impl MessageExt for EnvelopeExt {
-    type Entry = eraftpb::Entry;
-
-    fn index(e: &eraftpb::Entry) -> u64 {
-        e.index
-    }
-}
-
 /// What is live in the log, kept in memory next to the engine.
 #[derive(Debug, Default, Clone)]
 struct Bounds {
@@ -92,113 +76,19 @@ struct Bounds {
     end: Option<u64>,
 }
 
-/// How a write moves the watermark (see [`Mark`]).
+/// How a write moves the watermark ([`raftengine_kit::log_mark`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct MarkMove {
-    /// The live log will end before this index once the write is durable.
-    raise_end: Option<u64>,
     /// The live log ends before this index from now on: recorded before
     /// the write, so the mark never claims more than the log may hold.
     lower_end: Option<u64>,
-    vote_term: Option<u64>,
+    /// What the write changes once it is durable.
+    update: MarkUpdate,
 }
 
-/// A watermark kept beside the log in `<data_dir>/raft-log-mark`: how far
-/// the live log reached and the highest vote term, as of the last fsync.
-///
-/// raft-engine recovers a damaged record in its newest file by dropping it
-/// and everything after it, so a corrupt record looks like a torn tail and
-/// would silently shorten the log (and could roll back the vote). The mark
-/// tells the two apart: it is written after each fsync of the log (raised
-/// values) or before the write that shrinks the log (lowered values), never
-/// fsynced itself. It can therefore lag the durable log after a power cut
-/// (less detection) but never lead it, so it never raises a false alarm.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Mark {
-    end: u64,
-    vote_term: u64,
-}
-
-const MARK_FILE: &str = "raft-log-mark";
-
-impl Mark {
-    fn read(data_dir: &Path) -> io::Result<Mark> {
-        match std::fs::read(data_dir.join(MARK_FILE)) {
-            Ok(b) if b.len() == 16 => {
-                let word = |at: usize| {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(&b[at..at + 8]);
-                    u64::from_be_bytes(w)
-                };
-                Ok(Mark {
-                    end: word(0),
-                    vote_term: word(8),
-                })
-            }
-            // Created but never written (a crash right after creation).
-            Ok(b) if b.is_empty() => Ok(Mark::default()),
-            // Always written in place as 16 bytes: another length is damage.
-            Ok(b) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} is {} bytes, not 16: damaged (corruption); if the raft log is \
-                     known to be intact, delete it to start without the check",
-                    data_dir.join(MARK_FILE).display(),
-                    b.len()
-                ),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Mark::default()),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-struct MarkFile {
-    file: std::fs::File,
-    written: Mark,
-    pending: Mark,
-}
-
-impl MarkFile {
-    fn store(&mut self, mark: Mark) {
-        use std::os::unix::fs::FileExt;
-        if mark == self.written {
-            return;
-        }
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&mark.end.to_be_bytes());
-        b[8..].copy_from_slice(&mark.vote_term.to_be_bytes());
-        match self.file.write_all_at(&b, 0) {
-            Ok(()) => self.written = mark,
-            Err(e) => tracing::warn!(error = %e, "could not update the raft log watermark"),
-        }
-    }
-
-    fn before(&mut self, m: &MarkMove) {
-        if let Some(end) = m.lower_end {
-            self.pending.end = self.pending.end.min(end);
-            let lowered = Mark {
-                end: self.written.end.min(end),
-                ..self.written
-            };
-            self.store(lowered);
-        }
-    }
-
-    fn after_write(&mut self, m: &MarkMove) {
-        if let Some(end) = m.raise_end.or(m.lower_end) {
-            self.pending.end = end;
-        }
-        if let Some(t) = m.vote_term {
-            self.pending.vote_term = self.pending.vote_term.max(t);
-        }
-    }
-
-    fn after_sync(&mut self) {
-        self.store(self.pending);
-    }
-}
-
+// Nearly every command is a `Write`; boxing it would add an allocation per
+// write to save queue slots sized for the rare `PurgeFiles`.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Write {
         batch: LogBatch,
@@ -256,10 +146,6 @@ fn engine_err(what: &str, e: raft_engine::Error) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
-/// How long `open` waits for a previous instance in this process (a node
-/// being restarted) to release the directory lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 fn writer_gone() -> io::Error {
     io::Error::other("raft log writer thread stopped")
 }
@@ -268,64 +154,15 @@ impl LogStore {
     /// Opens (creating if needed) the log under `data_dir` for `local_id`.
     /// Blocking: call it off the async runtime.
     pub(crate) fn open(data_dir: &Path, local_id: &str) -> io::Result<Opened> {
-        let dir = data_dir.join("raft-log");
-        let cfg = EngineConfig {
-            dir: dir.to_string_lossy().into_owned(),
-            // A torn tail is an unacknowledged write cut by a crash and may be
-            // dropped; corruption anywhere else is an error, never skipped.
-            recovery_mode: RecoveryMode::TolerateTailCorruption,
-            // Raft entries are small and mostly unique: LZ4 on every batch
-            // costs CPU (compressing, then decompressing each entry the
-            // leader reads back to replicate) for little disk saved. Off:
-            // openraft 87 k vs 77 k writes/s, etcd unchanged within noise
-            // (3 bench runs each, docs/benchmarks.md).
-            batch_compression_threshold: raft_engine::ReadableSize(0),
-            ..EngineConfig::default()
-        };
-        let syncs = SyncCounter::new();
-        let engine = Arc::new(raftengine_kit::raft_log::open(
-            &cfg,
-            syncs.clone(),
-            LOCK_WAIT,
-        )?);
-        let existed = match engine.get(GROUP, KEY_NODE) {
-            Some(stored) if stored == local_id.as_bytes() => true,
-            Some(stored) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} belongs to node {:?}, not {:?}",
-                        data_dir.display(),
-                        String::from_utf8_lossy(&stored),
-                        local_id
-                    ),
-                ));
-            }
-            None if data_dir.join(IDENTITY_FILE).exists() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} was initialized ({IDENTITY_FILE} exists) but its raft log is \
-                         empty: the log was lost or cut by corruption; refusing to start \
-                         as a new node",
-                        data_dir.display()
-                    ),
-                ));
-            }
-            None => {
-                let mut batch = LogBatch::default();
-                batch
-                    .put(GROUP, KEY_NODE.to_vec(), local_id.as_bytes().to_vec())
-                    .map_err(|e| engine_err("record node id", e))?;
-                raftengine_kit::raft_log::write(&engine, &mut batch, true)
-                    .map_err(io::Error::other)?;
-                raftengine_kit::durable::write_file(
-                    &data_dir.join(IDENTITY_FILE),
-                    local_id.as_bytes(),
-                )?;
-                false
-            }
-        };
+        let dir = data_dir.join(raftengine_kit::node_log::LOG_DIR);
+        let log = raftengine_kit::node_log::open(data_dir, local_id)?;
+        let (engine, syncs, existed) = (log.engine, log.syncs, log.existed);
+        if !existed {
+            let mut batch = LogBatch::default();
+            raftengine_kit::node_log::put_owner(&mut batch, local_id)?;
+            raftengine_kit::raft_log::write(&engine, &mut batch, true).map_err(io::Error::other)?;
+            raftengine_kit::node_log::record_created(data_dir, local_id)?;
+        }
         let get = |key: &[u8], what: &str| -> io::Result<Option<LogId>> {
             engine
                 .get(GROUP, key)
@@ -343,34 +180,13 @@ impl LogStore {
             last_log: None,
             end,
         };
-        let mark = Mark::read(data_dir)?;
-        let vote_term = match engine.get(GROUP, KEY_VOTE) {
-            Some(raw) => decode_io::<Vote>(&raw, "vote")?.leader_id.term,
-            None => 0,
+        let (marks, claim) = MarkFile::open(data_dir, Legacy::EndVoteTerm)?;
+        let vote = match engine.get(GROUP, KEY_VOTE) {
+            Some(raw) => Some(decode_io::<Vote>(&raw, "vote")?.leader_id),
+            None => None,
         };
-        if vote_term < mark.vote_term {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "raft log in {} holds a vote of term {vote_term} but term {} was voted \
-                     in: the log lost records (corruption)",
-                    dir.display(),
-                    mark.vote_term
-                ),
-            ));
-        }
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let thread_engine = engine.clone();
-        let mark_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join(MARK_FILE))?;
-        let marks = MarkFile {
-            file: mark_file,
-            written: mark,
-            pending: mark,
-        };
         let closing = syncs.clone();
         std::thread::Builder::new()
             .name(format!("raft-log-{local_id}"))
@@ -401,18 +217,18 @@ impl LogStore {
             .flatten()
             .map(|l| l.index)
             .max();
-        let live_end = durable_end.map_or(0, |e| e + 1);
-        if live_end < mark.end {
-            return Err(io::Error::new(
+        let found = Mark {
+            vote_term: vote.map_or(0, |v| v.term),
+            voted_for: vote.map_or(0, |v| v.voted_for),
+            commit_end: committed.map_or(0, |c| c.index + 1),
+            end: durable_end.map_or(0, |e| e + 1),
+        };
+        claim.check(&found).map_err(|lost| {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "raft log in {} ends before index {} although it held entries up to \
-                     there: records were lost (corruption)",
-                    dir.display(),
-                    mark.end.saturating_sub(1)
-                ),
-            ));
-        }
+                format!("raft log in {} is corrupt: {lost}", dir.display()),
+            )
+        })?;
         if let Some(c) = committed {
             if durable_end.is_none_or(|end| end < c.index) {
                 return Err(io::Error::new(
@@ -604,16 +420,22 @@ fn write_loop(engine: &Arc<LogEngine>, mut rx: mpsc::Receiver<Command>, mut mark
                         }
                         continue;
                     }
-                    marks.before(&mark);
-                    match raftengine_kit::raft_log::write(engine, &mut batch, sync)
-                        .map_err(|e| e.to_string())
-                    {
+                    let lowered = match mark.lower_end {
+                        Some(end) => marks
+                            .lower_end(end)
+                            .map_err(|e| format!("lower the raft log mark: {e}")),
+                        None => Ok(()),
+                    };
+                    match lowered.and_then(|()| {
+                        raftengine_kit::raft_log::write(engine, &mut batch, sync)
+                            .map_err(|e| e.to_string())
+                    }) {
                         Ok(()) => {
-                            marks.after_write(&mark);
+                            marks.written(&mark.update);
                             let _ = written.send(Ok(()));
                             unsynced.extend(flushed);
                             if sync {
-                                marks.after_sync();
+                                marks.synced();
                                 complete_all(&mut unsynced, &Ok(()));
                             }
                         }
@@ -655,7 +477,7 @@ fn write_loop(engine: &Arc<LogEngine>, mut rx: mpsc::Receiver<Command>, mut mark
         if !unsynced.is_empty() {
             match raftengine_kit::raft_log::sync(engine, GROUP) {
                 Ok(()) => {
-                    marks.after_sync();
+                    marks.synced();
                     complete_all(&mut unsynced, &Ok(()));
                 }
                 Err(e) => {
@@ -759,7 +581,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = LogBatch::default();
         Self::put(&mut batch, KEY_VOTE, encode_io(vote, "vote")?)?;
         let mark = MarkMove {
-            vote_term: Some(vote.leader_id.term),
+            update: MarkUpdate {
+                vote: Some((vote.leader_id.term, vote.leader_id.voted_for)),
+                ..MarkUpdate::default()
+            },
             ..MarkMove::default()
         };
         self.write(batch, true, mark).await
@@ -773,8 +598,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Not fsynced on its own: a committed id older than the truth is
         // safe (entries are re-learned from the leader), and the next append
-        // or vote fsync covers it.
-        self.write(batch, false, MarkMove::default()).await
+        // or vote fsync covers it (and only then raises the mark).
+        let mark = MarkMove {
+            update: MarkUpdate {
+                commit_end: committed.map(|c| c.index + 1),
+                ..MarkUpdate::default()
+            },
+            ..MarkMove::default()
+        };
+        self.write(batch, false, mark).await
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -794,11 +626,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut cached = Vec::new();
         let mut last = None;
         for entry in entries {
-            let e = eraftpb::Entry {
+            let e = Envelope {
                 index: entry.log_id.index,
                 term: entry.log_id.leader_id.term,
                 data: encode_io(&entry, "log entry")?.into(),
-                ..eraftpb::Entry::default()
+                ..Envelope::default()
             };
             last = Some(entry.log_id);
             cached.push(CachedEntry {
@@ -827,16 +659,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.delete(GROUP, KEY_END.to_vec());
         }
         let new_end = last.index + 1;
-        let mark = if new_end < live_end {
-            MarkMove {
-                lower_end: Some(new_end),
-                ..MarkMove::default()
-            }
-        } else {
-            MarkMove {
-                raise_end: Some(new_end),
-                ..MarkMove::default()
-            }
+        let mark = MarkMove {
+            lower_end: (new_end < live_end).then_some(new_end),
+            update: MarkUpdate {
+                end: Some(new_end),
+                ..MarkUpdate::default()
+            },
         };
         let (written, rx) = oneshot::channel();
         self.submit(Command::Write {
@@ -875,7 +703,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let mark = MarkMove {
             lower_end: Some(end),
-            ..MarkMove::default()
+            update: MarkUpdate {
+                end: Some(end),
+                ..MarkUpdate::default()
+            },
         };
         self.write(batch, false, mark).await
     }
@@ -895,7 +726,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         let live_end = self.bounds().last_log.map_or(0, |l| l.index + 1);
         let mark = MarkMove {
-            raise_end: Some(live_end.max(log_id.index + 1)),
+            update: MarkUpdate {
+                end: Some(live_end.max(log_id.index + 1)),
+                ..MarkUpdate::default()
+            },
             ..MarkMove::default()
         };
         self.write(batch, true, mark).await?;
