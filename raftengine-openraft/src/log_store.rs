@@ -219,7 +219,7 @@ impl LogStore {
             .max();
         let found = Mark {
             vote_term: vote.map_or(0, |v| v.term),
-            voted_for: vote.map_or(0, |v| v.voted_for),
+            voted_for: 0,
             commit_end: committed.map_or(0, |c| c.index + 1),
             end: durable_end.map_or(0, |e| e + 1),
         };
@@ -580,9 +580,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut batch = LogBatch::default();
         Self::put(&mut batch, KEY_VOTE, encode_io(vote, "vote")?)?;
+        // The mark pins the term only: openraft moves a vote within its
+        // term from the node itself (a candidate's) to the leader that won
+        // (a committed vote ranks above it), so a mark lagging by that one
+        // change would read as a lost vote. Rolling back across that move is
+        // harmless (the node had voted in the term either way); rolling back
+        // the term is what the check must catch.
         let mark = MarkMove {
             update: MarkUpdate {
-                vote: Some((vote.leader_id.term, vote.leader_id.voted_for)),
+                vote: Some((vote.leader_id.term, 0)),
                 ..MarkUpdate::default()
             },
             ..MarkMove::default()
