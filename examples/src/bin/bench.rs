@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
+use raftengine_examples::engines::{self, WithFactory};
 use raftengine_examples::{KvMachine, Map, put};
 use serde::{Deserialize, Serialize};
 
@@ -448,6 +449,20 @@ impl Ctx<'_> {
     }
 }
 
+/// Every row of one engine, appended to `rows`.
+struct EngineRows<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    rows: &'a mut Vec<Row>,
+}
+
+impl WithFactory for EngineRows<'_, '_> {
+    type Output = ();
+
+    async fn run<F: Factory + Clone>(self, name: &'static str, factory: F) {
+        run_engine(name, factory, self.ctx, self.rows).await;
+    }
+}
+
 async fn run_engine<F: Factory + Clone>(
     name: &str,
     factory: F,
@@ -767,23 +782,23 @@ async fn main() {
         },
     };
     let wanted = |name: &str| args.engines.is_empty() || args.engines.iter().any(|e| e == name);
-    let compiled: Vec<&str> = [
-        ("etcd", cfg!(feature = "etcd")),
-        ("openraft", cfg!(feature = "openraft")),
-    ]
-    .into_iter()
-    .filter(|(name, built)| *built && wanted(name))
-    .map(|(name, _)| name)
-    .collect();
+    let compiled: Vec<&str> = engines::COMPILED
+        .iter()
+        .copied()
+        .filter(|name| wanted(name))
+        .collect();
     if args.child_rows.is_none() && compiled.len() > 1 {
         run_in_children(&args, &machine, &compiled, root.path());
         return;
     }
     let mut rows = Vec::new();
-    #[cfg_attr(all(feature = "etcd", feature = "openraft"), allow(unused_mut))]
     let mut not_run = Vec::new();
-    let engines = ["etcd", "openraft"].iter().filter(|e| wanted(e)).count() as u64;
-    let progress = indicatif::ProgressBar::new(engines * Ctx::steps_per_engine(&args));
+    let chosen: Vec<&str> = engines::KNOWN
+        .iter()
+        .copied()
+        .filter(|name| wanted(name))
+        .collect();
+    let progress = indicatif::ProgressBar::new(chosen.len() as u64 * Ctx::steps_per_engine(&args));
     progress.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -795,33 +810,14 @@ async fn main() {
         root: root.path().to_path_buf(),
         progress,
     };
-    #[cfg(feature = "etcd")]
-    if wanted("etcd") {
-        run_engine(
-            "etcd",
-            raftengine_etcd::EtcdFactory::default(),
-            &ctx,
-            &mut rows,
-        )
-        .await;
-    }
-    #[cfg(feature = "openraft")]
-    if wanted("openraft") {
-        run_engine(
-            "openraft",
-            raftengine_openraft::OpenraftFactory::default(),
-            &ctx,
-            &mut rows,
-        )
-        .await;
-    }
-    #[cfg(not(feature = "openraft"))]
-    if wanted("openraft") {
-        not_run.push("openraft: built without the `openraft` feature".to_owned());
-    }
-    #[cfg(not(feature = "etcd"))]
-    if wanted("etcd") {
-        not_run.push("etcd: built without the `etcd` feature".to_owned());
+    for name in chosen {
+        let job = EngineRows {
+            ctx: &ctx,
+            rows: &mut rows,
+        };
+        if let Err(why) = engines::with_factory(name, job).await {
+            not_run.push(format!("{name}: {why}"));
+        }
     }
     ctx.progress.finish_and_clear();
     if let Some(path) = &args.child_rows {

@@ -17,6 +17,7 @@ use raftengine_examples::api::kv_client::KvClient;
 use raftengine_examples::api::{
     Empty, GetRequest, KeyRequest, MemberRequest, PutRequest, ReadMode,
 };
+use raftengine_examples::engines::{WithFactory, with_factory};
 use raftengine_examples::service::{KvService, LEADER_ADDRESS};
 use tonic::transport::Channel;
 
@@ -32,6 +33,16 @@ struct Cli {
 enum EngineKind {
     Etcd,
     Openraft,
+}
+
+impl EngineKind {
+    /// The name `raftengine_examples::engines` knows it by.
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Etcd => "etcd",
+            EngineKind::Openraft => "openraft",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,14 +148,34 @@ fn parse_peers(peers: &[String]) -> Result<Vec<Server>, String> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve<F: Factory>(
-    factory: F,
+/// `kv serve`'s node, run on whichever engine `--engine` names.
+struct Serve {
     id: String,
     listen: String,
     data_dir: PathBuf,
     peers: Vec<Server>,
     bootstrap: bool,
     join_as_learner: bool,
+}
+
+impl WithFactory for Serve {
+    type Output = Result<(), String>;
+
+    async fn run<F: Factory + Clone>(self, _name: &'static str, factory: F) -> Self::Output {
+        serve(factory, self).await
+    }
+}
+
+async fn serve<F: Factory>(
+    factory: F,
+    Serve {
+        id,
+        listen,
+        data_dir,
+        peers,
+        bootstrap,
+        join_as_learner,
+    }: Serve,
 ) -> Result<(), String> {
     let sm = KvMachine::default();
     let map = sm.map.clone();
@@ -401,38 +432,17 @@ async fn main() -> ExitCode {
             engine,
         } => match parse_peers(&peers) {
             Err(e) => Err(e),
-            Ok(peers) => match engine {
-                #[cfg(feature = "etcd")]
-                EngineKind::Etcd => {
-                    serve(
-                        raftengine_etcd::EtcdFactory::default(),
-                        id,
-                        listen,
-                        data_dir,
-                        peers,
-                        bootstrap,
-                        join_as_learner,
-                    )
-                    .await
-                }
-                #[cfg(feature = "openraft")]
-                EngineKind::Openraft => {
-                    serve(
-                        raftengine_openraft::OpenraftFactory::default(),
-                        id,
-                        listen,
-                        data_dir,
-                        peers,
-                        bootstrap,
-                        join_as_learner,
-                    )
-                    .await
-                }
-                #[allow(unreachable_patterns)]
-                other => Err(format!(
-                    "engine {other:?} is not compiled in (cargo feature)"
-                )),
-            },
+            Ok(peers) => {
+                let job = Serve {
+                    id,
+                    listen,
+                    data_dir,
+                    peers,
+                    bootstrap,
+                    join_as_learner,
+                };
+                with_factory(engine.name(), job).await.and_then(|r| r)
+            }
         },
         command => client(command).await,
     };
