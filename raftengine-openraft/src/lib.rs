@@ -54,6 +54,8 @@ mod codec;
 mod config;
 mod engine;
 mod factory;
+// Only for `examples/log_store.rs`: not part of the API.
+#[cfg(feature = "log-bench")]
 #[doc(hidden)]
 pub mod log_bench;
 mod log_store;
