@@ -46,12 +46,24 @@ pub enum Which {
 pub use harness::{Cluster, KvEngine, Node, WAIT, wait_for};
 pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
 
+/// Every case of the suite, as `module::case`, in the order the macro
+/// stamps them: the one registry, read by [`conformance_tests!`] and by the
+/// test that checks `docs/conformance.md` lists exactly these.
+pub const CASES: &[&str] = conformance_tests!(@registry (@names));
+
 /// Stamps one `#[tokio::test]` per conformance case into the calling module.
 /// `$factory` is an expression evaluated afresh for every case.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::conformance_tests!(@registry (@stamp $factory));
+    };
+    // The registry: every case, plain ones first, then those stamped once
+    // per parameter value. It hands both lists to the rule `$mode` names.
+    (@registry ($($mode:tt)*)) => {
+        // Braces: the expansion is items for `@stamp`, an expression for
+        // `@names`.
+        $crate::conformance_tests! { $($mode)* ; cases: [
             basics::single_node_elects_itself,
             basics::propose_returns_response_and_commit_index,
             basics::propose_admin_behaves_like_propose,
@@ -113,8 +125,7 @@ macro_rules! conformance_tests {
             hostile::invalid_factory_configs_are_refused,
             hostile::corrupt_snapshot_file_is_an_error_at_start,
             hostile::truncated_data_files_are_an_error_or_recovered,
-        );
-        $crate::conformance_tests!(@param $factory;
+        ] ; params: [
             basics::replicas_apply_the_identical_sequence(nodes: usize) =>
                 [one_node = 1, three_nodes = 3, five_nodes = 5],
             elections::majority_elects_a_new_leader_after_the_leader_stops(nodes: usize) =>
@@ -131,7 +142,19 @@ macro_rules! conformance_tests {
                 [fsync_fails = $crate::disk::Fault::FsyncFails,
                  write_fails = $crate::disk::Fault::WriteFails,
                  disk_full = $crate::disk::Fault::DiskFull],
-        );
+        ] }
+    };
+    (@stamp $factory:expr ; cases: [$($cases:tt)*] ; params: [$($params:tt)*]) => {
+        $crate::conformance_tests!(@cases $factory; $($cases)*);
+        $crate::conformance_tests!(@param $factory; $($params)*);
+    };
+    (@names ; cases: [$($module:ident :: $case:ident),* $(,)?] ;
+        params: [$($pmodule:ident :: $pcase:ident ($param:ident : $ty:ty) =>
+            [$($name:ident = $value:expr),+ $(,)?]),* $(,)?]) => {
+        &[
+            $(concat!(stringify!($module), "::", stringify!($case)),)*
+            $(concat!(stringify!($pmodule), "::", stringify!($pcase)),)*
+        ]
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
         $(
