@@ -354,7 +354,20 @@ mod tests {
         assert_eq!(fake.applied_index(), 42);
         assert_eq!(fake.last_quorum_ack(), Some(t0));
         assert!(fake.check_lease_at(t0 + Duration::from_millis(10)).is_ok());
-        assert!(fake.check_lease().is_ok() || t0.elapsed() >= LEASE);
+        // `check_lease` reads the real clock: an ack older than a lease is
+        // expired and one an hour ahead is in the future, however slow the
+        // run (a clock-free check would grant both or deny neither).
+        let old = t0
+            .checked_sub(LEASE * 2)
+            .expect("the monotonic clock has run for two leases");
+        *fake.basis.lock().unwrap() = leader(Some(old));
+        assert!(matches!(
+            fake.check_lease(),
+            Err(LeaseDenied::Expired { .. })
+        ));
+        *fake.basis.lock().unwrap() = leader(Some(Instant::now() + Duration::from_secs(3600)));
+        assert_eq!(fake.check_lease(), Err(LeaseDenied::AckInFuture));
+        *fake.basis.lock().unwrap() = leader(Some(t0));
         assert!(matches!(
             fake.check_lease_at(t0 + LEASE),
             Err(LeaseDenied::Expired { .. })
