@@ -22,6 +22,16 @@ pub type KvEngine = Arc<dyn Engine<KvResponse>>;
 /// that things happen, not how fast (the bench measures speed).
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Narrates one step of a case: `--- what` at info level, target
+/// `raftengine_conformance::step`. The harness narrates its own actions
+/// (isolate, heal, stop, restart, wipe, power cut, joiners, the leader it
+/// found) this way, so a case's log reads the same in every file; a case
+/// calls it for steps of its own. `RUST_LOG=raftengine_conformance::step=info`
+/// shows only the narration.
+pub fn step(what: impl std::fmt::Display) {
+    tracing::info!(target: "raftengine_conformance::step", "--- {what}");
+}
+
 /// Polls `cond` every 20 ms until it returns `Some`, or panics after
 /// [`WAIT`] saying what never happened.
 pub async fn wait_for<T, Fut>(what: &str, cond: impl FnMut() -> Fut) -> T
@@ -337,11 +347,13 @@ impl<F: Factory> Cluster<F> {
 
     /// Isolates node `i` from every other node (both directions).
     pub fn isolate(&self, i: usize) {
+        step(format_args!("isolate {}", self.nodes[i].id));
         self.net.isolate(i, 0..self.nodes.len());
     }
 
     /// Restores every link.
     pub fn heal(&self) {
+        step("heal every link");
         self.net.heal_all();
     }
 
@@ -368,7 +380,9 @@ impl<F: Factory> Cluster<F> {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].is_running())
             .collect();
-        self.wait_leader_among(&running).await
+        let l = self.wait_leader_among(&running).await;
+        step(format_args!("{} leads", self.nodes[l].id));
+        l
     }
 
     /// Waits until exactly one of `group` leads and every member of `group`
@@ -445,6 +459,7 @@ impl<F: Factory> Cluster<F> {
         let Some(running) = node.lock_running().take() else {
             return;
         };
+        step(format_args!("stop {}", node.id));
         if let Err(e) = running.engine.shutdown().await {
             panic!("shutdown of {} failed: {e}", node.id);
         }
@@ -455,6 +470,7 @@ impl<F: Factory> Cluster<F> {
     /// same address. `bootstrap`/peers are passed as at first start.
     pub async fn restart(&self, i: usize) -> raftengine::Result<()> {
         self.stop(i).await;
+        step(format_args!("restart {} on its data dir", self.nodes[i].id));
         let peers = self.peers();
         self.start_existing(i, peers, !self.nodes[i].join_as_learner)
             .await
@@ -546,6 +562,7 @@ impl<F: Factory> Cluster<F> {
     /// Stops node `i` and deletes its data dir.
     pub async fn wipe(&self, i: usize) {
         self.stop(i).await;
+        step(format_args!("wipe the data dir of {}", self.nodes[i].id));
         let dir = self.nodes[i].dir.clone();
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             panic!("wipe {}: {e}", dir.display());
@@ -561,11 +578,24 @@ impl<F: Factory> Cluster<F> {
         peers: Vec<Server>,
     ) -> raftengine::Result<()> {
         self.stop(i).await;
+        step(format_args!(
+            "start {} again (bootstrap {bootstrap}, {} peers)",
+            self.nodes[i].id,
+            peers.len()
+        ));
         self.start_existing(i, peers, bootstrap).await
     }
 
     /// Starts a new, empty node that waits to be added; returns its position.
     pub async fn spawn_joiner(&mut self, id: &str, join_as_learner: bool) -> usize {
+        step(format_args!(
+            "start joiner {id} ({})",
+            if join_as_learner {
+                "as a learner"
+            } else {
+                "as a voter"
+            }
+        ));
         let slot = Slot::new(&self.net, self.nodes.len()).await;
         let peers = self.peers();
         let node = self

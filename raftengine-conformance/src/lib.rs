@@ -43,7 +43,7 @@ pub enum Which {
     Follower,
 }
 
-pub use harness::{Cluster, KvEngine, Node, WAIT, wait_for};
+pub use harness::{Cluster, KvEngine, Node, WAIT, step, wait_for};
 pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
 
 /// Every case of the suite, as `module::case`, in the order the macro

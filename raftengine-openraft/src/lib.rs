@@ -71,9 +71,6 @@ mod state_machine;
 mod transport;
 mod types;
 
-#[cfg(test)]
-mod storage_tests;
-
 pub use config::OpenraftConfig;
 pub use engine::OpenraftEngine;
 pub use factory::OpenraftFactory;

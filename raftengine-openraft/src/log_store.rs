@@ -750,3 +750,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.submit(Command::PurgeFiles).await
     }
 }
+
+#[cfg(test)]
+#[path = "log_store_tests.rs"]
+mod tests;

@@ -19,7 +19,7 @@ use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 use tokio::time::Instant;
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, step};
 use crate::kv::put;
 
 /// How long clients run; `RAFTENGINE_SOAK_SECS` lengthens it for soak runs.
@@ -104,7 +104,7 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                 let Some(l) = leader else { continue };
                 match kind {
                     Nemesis::IsolateLeader => {
-                        tracing::info!(leader = l, "--- nemesis: isolate the leader");
+                        step("nemesis: isolate the leader");
                         c.isolate(l);
                         // Longer than the election timeouts of both backends,
                         // so a new leader emerges while the old one is cut off.
@@ -117,7 +117,7 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                         } else {
                             (l + 1 + round / 2 % 2) % c.nodes.len()
                         };
-                        tracing::info!(victim, leader = l, "--- nemesis: restart a node");
+                        step(format_args!("nemesis: restart node {victim}"));
                         c.stop(victim).await;
                         // Down for longer than an election timeout, so a
                         // stopped leader is replaced meanwhile.
@@ -125,7 +125,7 @@ async fn check_history<F: Factory>(factory: F, kind: Nemesis) {
                         c.restart(victim).await.expect("restart");
                     }
                     Nemesis::TransferLeadership => {
-                        tracing::info!(leader = l, "--- nemesis: transfer leadership");
+                        step("nemesis: transfer leadership");
                         let _ = tokio::time::timeout(
                             Duration::from_secs(5),
                             c.engine(l)

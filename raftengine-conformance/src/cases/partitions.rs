@@ -21,7 +21,6 @@ pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F, n
         .propose(put("k", "before"))
         .await
         .expect("put before");
-    tracing::info!("--- isolate the leader");
     c.isolate(old);
     let stale = c.engine(old).clone();
     let pending = tokio::spawn(async move { stale.propose(put("lost", "x")).await });
@@ -58,7 +57,6 @@ pub async fn isolated_leader_is_replaced_and_converges<F: Factory>(factory: F, n
         Ok(Err(join)) => panic!("proposal task failed: {join}"),
         Err(_) => panic!("the stranded proposal never resolved"),
     }
-    tracing::info!("--- heal");
     c.heal();
     for i in 0..nodes {
         c.wait_applied(i, w.commit_index).await;

@@ -27,7 +27,7 @@ use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 
 use crate::disk::{Fault, TailLoss};
-use crate::harness::{Cluster, KvEngine, WAIT, wait_for};
+use crate::harness::{Cluster, KvEngine, WAIT, step, wait_for};
 use crate::kv::put;
 
 /// Which nodes lose power together.
@@ -200,7 +200,9 @@ pub async fn acknowledged_writes_survive_power_cuts<F: Factory>(factory: F, cut:
             PowerCut::Minority => all.choose_multiple(&mut rng, 2).copied().collect(),
             PowerCut::EveryNode => all,
         };
-        tracing::info!(round, ?victims, ?loss, "--- power cut");
+        step(format_args!(
+            "power cut {round}: nodes {victims:?}, {loss:?}"
+        ));
         let acked_at_cut = lock(&observed).acked.clone();
         if let Err(e) = c.power_cycle(&victims, loss).await {
             panic!(

@@ -218,3 +218,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         result
     }
 }
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

@@ -4,6 +4,3 @@
 
 pub(crate) mod inbound;
 pub(crate) mod outbound;
-
-#[cfg(test)]
-mod inbound_tests;
