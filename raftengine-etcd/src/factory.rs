@@ -219,7 +219,7 @@ impl Factory for EtcdFactory {
         // A new thread for every instance: from here on it is the only one
         // that reads the log (raft-rs's `Storage` calls), so raft-engine's
         // per-thread block cache never holds another log's block.
-        driver.removed = was_removed;
+        driver.members.removed = was_removed;
         // `state()` and `status()` answer from the first call on, before the
         // loop has run a round (a bootstrap voter reads as Follower, not
         // Unknown).

@@ -45,12 +45,29 @@ pub(crate) fn bootstrap_entries(voters: &[Server]) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The membership as the loop knows it: the applied configuration, the
+/// address book, the changes waiting to commit, and this node's own fate.
+pub(crate) struct Membership {
+    /// Every node we know an address for: members and recent senders.
+    pub(crate) addresses: HashMap<u64, Member>,
+    /// The latest applied membership and the index of its entry.
+    pub(crate) conf_state: ConfState,
+    pub(crate) conf_index: u64,
+    /// Callers of membership changes, by the index of their entry.
+    pub(super) waiters: Waiters<u64>,
+    /// Set when a committed configuration removed this node (or it was
+    /// restarted on the dir of a removed node: `node_dir::was_removed`).
+    pub(crate) removed: bool,
+    /// The join-as-learner alarm (`Status::join_role_violation`).
+    pub(crate) join_alarm: JoinAlarm,
+}
+
 impl<S: StateMachine> Driver<S> {
     pub(super) fn member_of(&self, id: &str) -> Option<(u64, bool)> {
         let rid = raft_id(id);
-        if self.conf_state.voters.contains(&rid) {
+        if self.members.conf_state.voters.contains(&rid) {
             Some((rid, true))
-        } else if self.conf_state.learners.contains(&rid) {
+        } else if self.members.conf_state.learners.contains(&rid) {
             Some((rid, false))
         } else {
             None
@@ -67,15 +84,15 @@ impl<S: StateMachine> Driver<S> {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
-        if self.raw.raft.has_pending_conf() || !self.conf_waiters.is_empty() {
+        if self.raw.raft.has_pending_conf() || !self.members.waiters.is_empty() {
             let _ = reply.send(Err(Error::ConfChangePending));
             return;
         }
         if let Some(expected) = prev_index {
-            if expected != self.conf_index {
+            if expected != self.members.conf_index {
                 let _ = reply.send(Err(Error::ConfigIndexMismatch {
                     expected,
-                    actual: self.conf_index,
+                    actual: self.members.conf_index,
                 }));
                 return;
             }
@@ -84,7 +101,7 @@ impl<S: StateMachine> Driver<S> {
             Ok(Some(b)) => b,
             // Already so: nothing to propose (a retry after OutcomeUnknown).
             Ok(None) => {
-                let _ = reply.send(Ok(self.conf_index));
+                let _ = reply.send(Ok(self.members.conf_index));
                 return;
             }
             Err(e) => {
@@ -108,7 +125,9 @@ impl<S: StateMachine> Driver<S> {
             let _ = reply.send(Err(Error::TransferInProgress));
             return;
         }
-        self.conf_waiters.insert(after, (self.raw.raft.term, reply));
+        self.members
+            .waiters
+            .insert(after, (self.raw.raft.term, reply));
     }
 
     /// The change to propose, or `None` when the membership already is what
@@ -127,7 +146,7 @@ impl<S: StateMachine> Driver<S> {
             let rid = raft_id(id);
             raftengine_kit::member::check_numeric_id_free(
                 id,
-                self.addresses.get(&rid).map(|m| m.id.as_str()),
+                self.members.addresses.get(&rid).map(|m| m.id.as_str()),
             )?;
             Ok(rid)
         };
@@ -135,7 +154,7 @@ impl<S: StateMachine> Driver<S> {
         // a no-op; at another address it is refused (addresses change only
         // by removing and re-adding).
         let same_address = |rid: u64, id: &str, address: &str| -> Result<()> {
-            match self.addresses.get(&rid) {
+            match self.members.addresses.get(&rid) {
                 Some(m) if m.address != address => Err(Error::failed_precondition(format!(
                     "{id} is a member at {:?}, not {address:?}; remove it first to move it",
                     m.address
@@ -184,6 +203,7 @@ impl<S: StateMachine> Driver<S> {
                     }
                 }
                 let address = self
+                    .members
                     .addresses
                     .get(&rid)
                     .map(|m| m.address.clone())
@@ -197,7 +217,9 @@ impl<S: StateMachine> Driver<S> {
                 let Some((rid, _)) = self.member_of(id) else {
                     return Err(Error::failed_precondition(format!("{id} is not a member")));
                 };
-                if self.conf_state.voters.len() == 1 && self.conf_state.voters.contains(&rid) {
+                if self.members.conf_state.voters.len() == 1
+                    && self.members.conf_state.voters.contains(&rid)
+                {
                     return Err(Error::failed_precondition("cannot remove the last voter"));
                 }
                 Ok(Some((
@@ -238,7 +260,7 @@ impl<S: StateMachine> Driver<S> {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                     if let Some((id, address)) = decode_member(&context) {
                         if !address.is_empty() && raft_id(&id) == rid {
-                            self.addresses.insert(
+                            self.members.addresses.insert(
                                 rid,
                                 Member {
                                     raft_id: rid,
@@ -251,13 +273,13 @@ impl<S: StateMachine> Driver<S> {
                 }
                 ConfChangeType::RemoveNode if rid == self.local_raft_id => {
                     tracing::warn!(node = %self.local_id, index = entry.index, "this node was removed from the cluster; stopping");
-                    self.removed = true;
+                    self.members.removed = true;
                 }
                 ConfChangeType::RemoveNode => {
                     // Once applied, raft-rs stops replicating to the node, so
                     // raft alone never tells it; the leader does.
                     if self.is_leader() {
-                        if let Some(m) = self.addresses.get(&rid) {
+                        if let Some(m) = self.members.addresses.get(&rid) {
                             self.outbound
                                 .notify_removed(m.id.clone(), &m.address, entry.index);
                         }
@@ -266,17 +288,17 @@ impl<S: StateMachine> Driver<S> {
                 }
             }
         }
-        self.conf_state = cs;
+        self.members.conf_state = cs;
         // The bootstrap configuration is index 0 on every engine (the
         // contract of `Configuration::index`), although this backend writes
         // it as entries of term `BOOTSTRAP_TERM`.
-        self.conf_index = if entry.term == BOOTSTRAP_TERM {
+        self.members.conf_index = if entry.term == BOOTSTRAP_TERM {
             0
         } else {
             entry.index
         };
         self.check_join_role();
-        if let Some((t, reply)) = self.conf_waiters.remove(&entry.index) {
+        if let Some((t, reply)) = self.members.waiters.remove(&entry.index) {
             if t == entry.term {
                 let index = entry.index;
                 self.deferred.push(Box::new(move || {
@@ -292,19 +314,24 @@ impl<S: StateMachine> Driver<S> {
     /// Shows the join-as-learner alarm the local role in the configuration
     /// (this thread may block: it records the first role on disk).
     pub(super) fn check_join_role(&mut self) {
-        let role = if self.conf_state.voters.contains(&self.local_raft_id) {
+        let role = if self.members.conf_state.voters.contains(&self.local_raft_id) {
             Some(Suffrage::Voter)
-        } else if self.conf_state.learners.contains(&self.local_raft_id) {
+        } else if self
+            .members
+            .conf_state
+            .learners
+            .contains(&self.local_raft_id)
+        {
             Some(Suffrage::Learner)
         } else {
             None
         };
-        self.join_alarm.observe(role);
+        self.members.join_alarm.observe(role);
     }
 
     pub(super) fn configuration(&self) -> Configuration {
         let server = |rid: &u64, voter: bool| {
-            let (id, address) = match self.addresses.get(rid) {
+            let (id, address) = match self.members.addresses.get(rid) {
                 Some(m) => (m.id.clone(), m.address.clone()),
                 None => (format!("raft-{rid}"), String::new()),
             };
@@ -315,15 +342,22 @@ impl<S: StateMachine> Driver<S> {
             }
         };
         let mut servers: Vec<Server> = self
+            .members
             .conf_state
             .voters
             .iter()
             .map(|r| server(r, true))
-            .chain(self.conf_state.learners.iter().map(|r| server(r, false)))
+            .chain(
+                self.members
+                    .conf_state
+                    .learners
+                    .iter()
+                    .map(|r| server(r, false)),
+            )
             .collect();
         servers.sort_by(|a, b| a.id.cmp(&b.id));
         Configuration {
-            index: self.conf_index,
+            index: self.members.conf_index,
             servers,
         }
     }

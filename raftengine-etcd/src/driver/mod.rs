@@ -35,14 +35,19 @@ use raftengine::{
 };
 
 mod membership;
+mod proposals;
+mod publish;
 mod reads;
 mod snapshot;
 mod transfer;
 
 pub(crate) use membership::bootstrap_entries;
 
+use membership::Membership;
+use proposals::Waiters;
 use reads::Reads;
 use snapshot::Schedule;
+use transfer::TransferWait;
 
 use crate::config::EtcdConfig;
 use crate::event::{Base, Event, MembershipChange, Reply};
@@ -57,13 +62,20 @@ use raftengine_kit::join_alarm::JoinAlarm;
 /// Most extra events folded into one round after the first.
 const MAX_DRAIN: usize = 4096;
 
-/// Waiters keyed by log index, with the term their entry was appended in.
-type Waiters<T> = BTreeMap<u64, (u64, Reply<T>)>;
-
-struct TransferWait {
-    target: u64,
-    started_tick: u64,
-    reply: Reply<()>,
+/// What the loop counts and remembers about time and leadership: ticks,
+/// the lease's quorum acknowledgements, the leader's last contact.
+#[derive(Debug, Default)]
+struct Clock {
+    ticks: u64,
+    /// The tick at which the lease was last renewed (a heartbeat round
+    /// acknowledged by a quorum).
+    last_renewal_tick: u64,
+    last_quorum_ack: Option<Instant>,
+    /// The term of the newest applied entry (the lease needs one of the
+    /// current term).
+    applied_term: u64,
+    was_leader: bool,
+    last_leader_contact: Option<Instant>,
 }
 
 /// Everything the loop owns.
@@ -74,18 +86,10 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) cfg: EtcdConfig,
     pub(crate) local_id: String,
     pub(crate) local_raft_id: u64,
-    /// The join-as-learner alarm (`Status::join_role_violation`).
-    pub(crate) join_alarm: JoinAlarm,
-    /// Set when a committed configuration removed this node (or it was
-    /// restarted on the dir of a removed node: `node_dir::was_removed`).
-    pub(crate) removed: bool,
     /// The node's data dir, for the removed marker.
     pub(crate) data_dir: PathBuf,
-    /// Every node we know an address for: members and recent senders.
-    pub(crate) addresses: HashMap<u64, Member>,
-    /// The latest applied membership and the index of its entry.
-    pub(crate) conf_state: ConfState,
-    pub(crate) conf_index: u64,
+    /// The membership, the address book and the changes in flight.
+    pub(crate) members: Membership,
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) failures: mpsc::Receiver<SendFailure>,
     pub(crate) events: mpsc::Receiver<Event<S::Response>>,
@@ -95,14 +99,9 @@ pub(crate) struct Driver<S: StateMachine> {
     pub(crate) snapshots: SnapshotDir,
     snapshot: Schedule,
     proposals: Waiters<ProposalResult<S::Response>>,
-    conf_waiters: Waiters<u64>,
     reads: Reads,
-    ticks: u64,
-    last_renewal_tick: u64,
-    last_quorum_ack: Option<Instant>,
-    applied_term: u64,
-    was_leader: bool,
-    last_leader_contact: Option<Instant>,
+    /// Ticks, leader contact and the lease's quorum acknowledgements.
+    clock: Clock,
     transfer: Option<TransferWait>,
     shutdown_reply: Option<oneshot::Sender<()>>,
     /// Replies held until the state they report is published, so a caller
@@ -146,12 +145,15 @@ impl<S: StateMachine> Driver<S> {
             cfg,
             local_raft_id,
             local_id,
-            join_alarm,
-            removed: false,
             data_dir,
-            addresses,
-            conf_state,
-            conf_index: base.conf_index,
+            members: Membership {
+                addresses,
+                conf_state,
+                conf_index: base.conf_index,
+                waiters: BTreeMap::new(),
+                removed: false,
+                join_alarm,
+            },
             outbound,
             failures,
             events,
@@ -160,14 +162,11 @@ impl<S: StateMachine> Driver<S> {
             snapshots,
             snapshot: Schedule::new(base.snapshot_index, cfg_snapshot_interval),
             proposals: BTreeMap::new(),
-            conf_waiters: BTreeMap::new(),
             reads: Reads::new(local_raft_id, incarnation),
-            ticks: 0,
-            last_renewal_tick: 0,
-            last_quorum_ack: None,
-            applied_term: base.snapshot_term,
-            was_leader: false,
-            last_leader_contact: None,
+            clock: Clock {
+                applied_term: base.snapshot_term,
+                ..Clock::default()
+            },
             transfer: None,
             shutdown_reply: None,
             deferred: Vec::new(),
@@ -184,7 +183,7 @@ impl<S: StateMachine> Driver<S> {
         // `Fatal` error then, not a hang; the node is not used again after.
         let rounds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_rounds()));
         let reason = match rounds {
-            Ok(Ok(())) if self.removed => StopReason::Removed,
+            Ok(Ok(())) if self.members.removed => StopReason::Removed,
             Ok(Ok(())) => StopReason::Shutdown,
             Ok(Err(e)) => {
                 tracing::error!(node = %self.local_id, error = %e, "raft loop stopped on a fatal error");
@@ -201,7 +200,7 @@ impl<S: StateMachine> Driver<S> {
             reply();
         }
         self.fail_everything(&reason);
-        if self.was_leader {
+        if self.clock.was_leader {
             self.shared.loss.fire();
         }
         // After a fatal error (a failed write or fsync among them) the page
@@ -227,7 +226,7 @@ impl<S: StateMachine> Driver<S> {
 
     fn run_rounds(&mut self) -> Result<()> {
         // Restarted on the dir of a node a committed configuration removed.
-        if self.removed {
+        if self.members.removed {
             return Ok(());
         }
         while let Some(first) = blocking_recv_spinning(&mut self.events, self.cfg.idle_spin) {
@@ -257,7 +256,7 @@ impl<S: StateMachine> Driver<S> {
             }
             self.issue_reads();
             self.process_ready()?;
-            if self.removed {
+            if self.members.removed {
                 return Ok(());
             }
             self.maybe_snapshot();
@@ -276,7 +275,7 @@ impl<S: StateMachine> Driver<S> {
         if lid == 0 {
             return None;
         }
-        Some(match self.addresses.get(&lid) {
+        Some(match self.members.addresses.get(&lid) {
             Some(m) => LeaderInfo {
                 id: m.id.clone(),
                 address: m.address.clone(),
@@ -297,9 +296,9 @@ impl<S: StateMachine> Driver<S> {
     fn handle(&mut self, ev: Event<S::Response>) -> Result<Flow> {
         match ev {
             Event::Tick => {
-                self.ticks += 1;
+                self.clock.ticks += 1;
                 self.raw.tick();
-                if self.ticks % 64 == 0 {
+                if self.clock.ticks % 64 == 0 {
                     self.sweep_abandoned();
                 }
             }
@@ -339,11 +338,15 @@ impl<S: StateMachine> Driver<S> {
             }) => {
                 // A notice older than a configuration that lists us again
                 // (re-added since) is stale.
-                let listed = self.conf_state.voters.contains(&self.local_raft_id)
-                    || self.conf_state.learners.contains(&self.local_raft_id);
-                if conf_index > self.conf_index || !listed {
+                let listed = self.members.conf_state.voters.contains(&self.local_raft_id)
+                    || self
+                        .members
+                        .conf_state
+                        .learners
+                        .contains(&self.local_raft_id);
+                if conf_index > self.members.conf_index || !listed {
                     tracing::warn!(node = %self.local_id, from = %from_id, conf_index, "removed from the cluster; stopping");
-                    self.removed = true;
+                    self.members.removed = true;
                     return Ok(Flow::Stop);
                 }
             }
@@ -355,11 +358,12 @@ impl<S: StateMachine> Driver<S> {
         let from = raft_id(&from_id);
         if !from_address.is_empty() {
             let known = self
+                .members
                 .addresses
                 .get(&from)
                 .is_some_and(|m| m.address == from_address && m.id == from_id);
             if !known {
-                self.addresses.insert(
+                self.members.addresses.insert(
                     from,
                     Member {
                         raft_id: from,
@@ -376,7 +380,7 @@ impl<S: StateMachine> Driver<S> {
                 continue;
             }
             if m.from == self.raw.raft.leader_id && m.term >= self.raw.raft.term {
-                self.last_leader_contact = Some(now);
+                self.clock.last_leader_contact = Some(now);
             }
             if let Err(e) = self.raw.step(m) {
                 // StepPeerNotFound / StepLocalMsg are expected for stale
@@ -384,31 +388,6 @@ impl<S: StateMachine> Driver<S> {
                 tracing::debug!(node = %self.local_id, error = %e, "step refused a message");
             }
         }
-    }
-
-    fn propose(&mut self, data: Bytes, reply: Reply<ProposalResult<S::Response>>) {
-        if !self.is_leader() {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
-        }
-        if self.raw.raft.lead_transferee.is_some() {
-            let _ = reply.send(Err(Error::TransferInProgress));
-            return;
-        }
-        let before = self.raw.raft.raft_log.last_index();
-        let result = self.raw.propose(Vec::new(), data.to_vec());
-        let after = self.raw.raft.raft_log.last_index();
-        if result.is_err() || after != before + 1 {
-            // raft-rs drops proposals silently in a few states (e.g. the
-            // uncommitted-size limit); nothing was appended.
-            let _ = reply.send(Err(Error::internal(
-                crate::ENGINE_TYPE,
-                "raft-rs dropped the proposal (uncommitted log too large); retry",
-                None,
-            )));
-            return;
-        }
-        self.proposals.insert(after, (self.raw.raft.term, reply));
     }
 
     /// Sends one ReadIndex for every read queued this round, and renews the
@@ -426,11 +405,12 @@ impl<S: StateMachine> Driver<S> {
         if !self.raw.raft.commit_to_current_term() {
             return;
         }
-        let renewal_due = self.ticks >= self.last_renewal_tick + self.cfg.heartbeat_tick as u64;
+        let renewal_due =
+            self.clock.ticks >= self.clock.last_renewal_tick + self.cfg.heartbeat_tick as u64;
         let Some(ctx) = self.reads.start_round(self.raw.raft.term, renewal_due) else {
             return;
         };
-        self.last_renewal_tick = self.ticks;
+        self.clock.last_renewal_tick = self.clock.ticks;
         self.raw.read_index(ctx);
     }
 
@@ -474,7 +454,7 @@ impl<S: StateMachine> Driver<S> {
     fn send_all(&mut self, messages: Vec<Message>) {
         for m in messages {
             let to = m.to;
-            match self.addresses.get(&to) {
+            match self.members.addresses.get(&to) {
                 Some(member) if !member.address.is_empty() => {
                     let address = member.address.clone();
                     self.outbound.send(m, &address);
@@ -489,18 +469,18 @@ impl<S: StateMachine> Driver<S> {
 
     fn on_role_change(&mut self) {
         let leader = self.is_leader();
-        if leader == self.was_leader {
+        if leader == self.clock.was_leader {
             return;
         }
-        self.was_leader = leader;
+        self.clock.was_leader = leader;
         if leader {
             tracing::info!(node = %self.local_id, term = self.raw.raft.term, "became leader");
-            self.last_quorum_ack = None;
+            self.clock.last_quorum_ack = None;
             self.publish();
             self.shared.acquired.fire();
         } else {
             tracing::info!(node = %self.local_id, term = self.raw.raft.term, "lost leadership");
-            self.last_quorum_ack = None;
+            self.clock.last_quorum_ack = None;
             self.fail_on_step_down();
             self.publish();
             self.shared.loss.fire();
@@ -522,7 +502,7 @@ impl<S: StateMachine> Driver<S> {
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
             let _ = reply.send(Err(appended()));
         }
-        for (_, (_, reply)) in std::mem::take(&mut self.conf_waiters) {
+        for (_, (_, reply)) in std::mem::take(&mut self.members.waiters) {
             let _ = reply.send(Err(appended()));
         }
         self.reads.fail_all(read);
@@ -536,7 +516,7 @@ impl<S: StateMachine> Driver<S> {
             // A quorum answered heartbeats sent at `sent_at` in this term, so
             // none of them votes for another leader before
             // sent_at + election timeout: that is the lease's base.
-            self.last_quorum_ack = Some(match self.last_quorum_ack {
+            self.clock.last_quorum_ack = Some(match self.clock.last_quorum_ack {
                 Some(prev) if prev > round.sent_at => prev,
                 _ => round.sent_at,
             });
@@ -555,10 +535,10 @@ impl<S: StateMachine> Driver<S> {
         for entry in entries {
             let index = entry.index;
             let term = entry.term;
-            self.applied_term = term;
+            self.clock.applied_term = term;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
-                    let conf_waiter = self.conf_waiters.remove(&index);
+                    let conf_waiter = self.members.waiters.remove(&index);
                     if let Some((_, reply)) = conf_waiter {
                         // raft-rs turns a refused conf change into an empty
                         // normal entry at the same place.
@@ -591,50 +571,6 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         Ok(())
-    }
-
-    /// A proposal waiting at `index` whose entry was replaced by another
-    /// term's entry never committed.
-    fn resolve_proposal_mismatch(&mut self, index: u64, term: u64) {
-        if let Some((t, reply)) = self.proposals.remove(&index) {
-            if t != term {
-                let _ = reply.send(Err(Error::LeadershipLost));
-            } else {
-                self.proposals.insert(index, (t, reply));
-            }
-        }
-    }
-
-    fn after_round(&mut self) {
-        let Some(t) = &self.transfer else {
-            return;
-        };
-        let target = t.target;
-        let leader = self.raw.raft.leader_id;
-        let outcome = if leader == target && !self.is_leader() {
-            Some(Ok(()))
-        } else if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
-            Some(Err(Error::TransferAborted {
-                reason:
-                    "raft-rs aborted the transfer (the target did not catch up in time or left)"
-                        .into(),
-            }))
-        } else if !self.is_leader() && leader != 0 && leader != target {
-            Some(Err(Error::TransferAborted {
-                reason: "another node became leader".into(),
-            }))
-        } else if self.ticks > t.started_tick + 2 * self.cfg.election_tick as u64 {
-            Some(Err(Error::TransferAborted {
-                reason: "the target did not take over within two election timeouts".into(),
-            }))
-        } else {
-            None
-        };
-        if let Some(result) = outcome {
-            if let Some(t) = self.transfer.take() {
-                let _ = t.reply.send(result);
-            }
-        }
     }
 
     /// Drops waiters whose callers went away (their futures were dropped).
@@ -676,68 +612,5 @@ impl<S: StateMachine> Driver<S> {
                 Event::Tick | Event::Peer(_) | Event::SnapshotWritten { .. } => {}
             }
         }
-    }
-
-    pub(crate) fn publish(&self) {
-        let raft = &self.raw.raft;
-        let state = match raft.state {
-            StateRole::Leader => State::Leader,
-            StateRole::Candidate | StateRole::PreCandidate => State::Candidate,
-            StateRole::Follower => {
-                if self.conf_state.learners.contains(&self.local_raft_id) {
-                    State::Learner
-                } else if self.conf_state.voters.contains(&self.local_raft_id) {
-                    State::Follower
-                } else {
-                    // A joiner no configuration lists yet.
-                    State::Unknown
-                }
-            }
-        };
-        let mut status = Status::new(state);
-        status.leader = self.leader_info();
-        status.term = raft.term;
-        status.commit_index = raft.raft_log.committed;
-        status.applied_index = raft.raft_log.applied;
-        status.last_log_index = raft.raft_log.last_index();
-        status.last_snapshot_index = self.snapshot.last_index();
-        status.fsm_pending = raft
-            .raft_log
-            .committed
-            .saturating_sub(raft.raft_log.applied);
-        let members = self.conf_state.voters.len() + self.conf_state.learners.len();
-        let me = usize::from(
-            self.conf_state.voters.contains(&self.local_raft_id)
-                || self.conf_state.learners.contains(&self.local_raft_id),
-        );
-        status.num_peers = (members - me) as u64;
-        status.last_contact = if state == State::Leader {
-            Some(std::time::Duration::ZERO)
-        } else {
-            self.last_leader_contact.map(|t| t.elapsed())
-        };
-        status.lead_transferee = raft.lead_transferee.map(|rid| {
-            self.addresses
-                .get(&rid)
-                .map(|m| m.id.clone())
-                .unwrap_or_else(|| format!("raft-{rid}"))
-        });
-        status.configuration_index = self.conf_index;
-        status.pending_conf_change = raft.has_pending_conf() || !self.conf_waiters.is_empty();
-        status.join_role_violation = self.join_alarm.raised();
-        status.pending_proposals = self.proposals.len() as u64;
-        let lease = LeaseBasis {
-            state,
-            term: raft.term,
-            last_quorum_ack: if state == State::Leader {
-                self.last_quorum_ack
-            } else {
-                None
-            },
-            transfer_in_progress: raft.lead_transferee.is_some() || self.transfer.is_some(),
-            applied_current_term: self.applied_term == raft.term,
-            applied_index: raft.raft_log.applied,
-        };
-        self.shared.publish(status, lease, self.configuration());
     }
 }

@@ -97,15 +97,16 @@ impl<S: StateMachine> Driver<S> {
         let mut meta = SnapshotMetadata::default();
         meta.index = applied;
         meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
+        meta.set_conf_state(self.members.conf_state.clone());
         let members: Vec<Member> = self
+            .members
             .conf_state
             .voters
             .iter()
-            .chain(self.conf_state.learners.iter())
-            .filter_map(|rid| self.addresses.get(rid).cloned())
+            .chain(self.members.conf_state.learners.iter())
+            .filter_map(|rid| self.members.addresses.get(rid).cloned())
             .collect();
-        let data = encode_snapshot_data(self.conf_index, &members);
+        let data = encode_snapshot_data(self.members.conf_index, &members);
         let dir = self.snapshots.clone();
         let tx = self.events_tx.clone();
         let spawned = std::thread::Builder::new()
@@ -163,12 +164,12 @@ impl<S: StateMachine> Driver<S> {
         let (conf_index, members) = decode_snapshot_data(&snap.data)?;
         self.storage.install_snapshot(meta, &snap.data, hs)?;
         for m in members {
-            self.addresses.insert(m.raft_id, m);
+            self.members.addresses.insert(m.raft_id, m);
         }
-        self.conf_state = meta.get_conf_state().clone();
-        self.conf_index = conf_index;
+        self.members.conf_state = meta.get_conf_state().clone();
+        self.members.conf_index = conf_index;
         self.check_join_role();
-        self.applied_term = meta.term;
+        self.clock.applied_term = meta.term;
         self.snapshot.installed(meta.index);
         self.snapshots.purge_except(meta.index, meta.term);
         tracing::info!(node = %self.local_id, index = meta.index, "installed snapshot from the leader");
