@@ -10,6 +10,12 @@
 pub mod engines;
 pub mod service;
 
+// The README's Rust examples compile as doctests of this crate, which has
+// every backend and the suite: none of them can rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+mod readme {}
+
 /// The generated gRPC code of `proto/kv.proto` (client and server).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod api {

@@ -51,6 +51,13 @@ pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
 /// test that checks `docs/conformance.md` lists exactly these.
 pub const CASES: &[&str] = conformance_tests!(@registry (@names));
 
+/// Compiles only if `make` builds a [`Factory`](raftengine::Factory); used by
+/// [`conformance_tests!`] so that its argument is checked in every build.
+#[doc(hidden)]
+pub fn assert_factory<F: raftengine::Factory>(make: impl FnOnce() -> F) {
+    let _ = make;
+}
+
 /// Stamps one `#[tokio::test]` per conformance case into the calling module.
 /// `$factory` is an expression evaluated afresh for every case.
 #[macro_export]
@@ -145,6 +152,14 @@ macro_rules! conformance_tests {
         ] }
     };
     (@stamp $factory:expr ; cases: [$($cases:tt)*] ; params: [$($params:tt)*]) => {
+        // The tests exist only under `cargo test`; this checks the factory
+        // expression in every build (a doc example with a wrong one fails).
+        const _: () = {
+            #[allow(dead_code)]
+            fn factory_expression_is_a_factory() {
+                $crate::assert_factory(|| $factory);
+            }
+        };
         $crate::conformance_tests!(@cases $factory; $($cases)*);
         $crate::conformance_tests!(@param $factory; $($params)*);
     };

@@ -69,6 +69,15 @@ pub enum TransferTarget {
 /// * Learners never count toward a quorum, and their suffrage survives
 ///   restarts.
 ///
+/// # Errors
+///
+/// [`Error::NotLeader`] off the leader, [`Error::ConfChangePending`] and
+/// [`Error::ConfigIndexMismatch`] as above, [`Error::InvalidConfig`] for an
+/// id or address that can never be valid, [`Error::FailedPrecondition`] for
+/// a change the current membership forbids (each method names its cases),
+/// [`Error::TransferAborted`] for a transfer that did not happen, and
+/// [`Error::Shutdown`].
+///
 /// # Cancel safety
 ///
 /// Dropping a future stops the wait only; a change already proposed keeps

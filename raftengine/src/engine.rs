@@ -41,6 +41,25 @@ pub enum StopReason {
 ///
 /// Backends hand it out as `Arc<dyn Engine<R>>`, where `R` is the state
 /// machine's response type; it is cheap to share across tasks.
+///
+/// # Contract
+///
+/// Every supertrait's contract holds on the one handle, and every backend
+/// passes the same conformance suite (`raftengine-conformance`), which pins
+/// each behaviour the contracts speak of. Once the engine stopped (for any
+/// [`StopReason`]) every call answers
+/// [`Error::Shutdown`](crate::Error::Shutdown) or its reader's stopped
+/// value; no call hangs.
+///
+/// # Errors
+///
+/// Each method lists its own; the variants and which of them are safe to
+/// retry are [`Error`](crate::Error)'s.
+///
+/// # Cancel safety
+///
+/// Every async method may be dropped at any await point: the wait stops,
+/// what was already started (a proposal, a shutdown) keeps its course.
 #[async_trait]
 pub trait Engine<R>:
     Proposer<R>

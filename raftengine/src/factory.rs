@@ -289,6 +289,26 @@ impl<R: 'static> FactoryResult<R> {
 
 /// Creates engines. Each backend crate provides one (`EtcdFactory`,
 /// `OpenraftFactory`), constructed with the engine-specific settings.
+///
+/// # Contract
+///
+/// [`create`](Self::create) validates the whole configuration
+/// ([`FactoryConfig::validate`]) before it touches the data dir, refuses a
+/// dir of another node or one whose durable records were lost, restores the
+/// newest snapshot into the state machine, and returns a started engine
+/// with its transport to serve. A refused start leaves the data dir as it
+/// found it.
+///
+/// # Errors
+///
+/// See [`create`](Self::create): `InvalidConfig`, `Storage`,
+/// `StateMachine`.
+///
+/// # Cancel safety
+///
+/// Dropping `create`'s future before it returns may leave a half-started
+/// node's files in the data dir (as a crash would); the next `create` on the
+/// dir opens or refuses them like after a crash.
 #[async_trait]
 pub trait Factory: Send + Sync + 'static {
     /// The engine type this factory builds, e.g. `"etcd"`.

@@ -6,6 +6,28 @@ use crate::error::Result;
 use crate::types::{Index, LeaderInfo, State};
 
 /// The local node's view of leadership, and linearizable reads.
+///
+/// # Contract
+///
+/// [`state`](Self::state) and [`leader`](Self::leader) are the last
+/// observation and never block; decisions use
+/// [`verify_leader`](Self::verify_leader) (one quorum round) or
+/// [`linearizable_read`](Self::linearizable_read) (ReadIndex), which never
+/// succeed on a leader a newer one has superseded.
+///
+/// # Errors
+///
+/// The async methods answer [`Error::NotLeader`](crate::Error::NotLeader)
+/// with the leader hint off the leader,
+/// [`Error::TransferInProgress`](crate::Error::TransferInProgress) during a
+/// handover, [`Error::LeadershipLost`](crate::Error::LeadershipLost) when
+/// the leader stepped down meanwhile, and
+/// [`Error::Shutdown`](crate::Error::Shutdown) once stopped.
+///
+/// # Cancel safety
+///
+/// Both async methods only wait: dropping the future abandons the round,
+/// changes no state and leaks nothing.
 #[async_trait]
 pub trait LeaderView: Send + Sync {
     /// The local role as last observed. Cheap; never blocks.

@@ -153,6 +153,22 @@ pub enum LeaseDenied {
 /// [`LeaseBasis::check`] implements exactly this and nothing else, and
 /// [`LeaseProvider::check_lease`] calls it, so callers never re-derive it.
 ///
+/// # Contract
+///
+/// The rule above, checked in one place ([`LeaseBasis::check`]) from one
+/// sample of the backend's state ([`lease_basis`](Self::lease_basis)), so
+/// every backend grants and denies alike; a leader-loss callback fires
+/// exactly once per lost leadership.
+///
+/// # Errors
+///
+/// [`check_lease`](Self::check_lease) answers [`LeaseDenied`], naming the
+/// rule that failed; nothing else fails.
+///
+/// # Cancel safety
+///
+/// Nothing to cancel: every method is synchronous.
+///
 /// Backends implement [`lease_duration`](Self::lease_duration),
 /// [`lease_basis`](Self::lease_basis) and
 /// [`register_leader_loss_callback`](Self::register_leader_loss_callback);

@@ -31,6 +31,19 @@ use crate::types::Index;
 /// * The engine calls `snapshot`, `restore` and `apply` on blocking threads,
 ///   so they may do synchronous I/O.
 ///
+/// # Errors
+///
+/// `apply` cannot fail (its errors are the application's, in the response).
+/// A failed `snapshot` is retried later and the log is kept meanwhile; a
+/// failed `restore` stops the snapshot install with
+/// [`Error::StateMachine`](crate::Error::StateMachine), and at start fails
+/// `Factory::create` with it.
+///
+/// # Cancel safety
+///
+/// Nothing to cancel: the methods are synchronous and the engine never
+/// abandons one half-way (a node that stops waits for the `apply` running).
+///
 /// # Example
 ///
 /// ```
@@ -116,6 +129,22 @@ pub trait StateMachine: Send + 'static {
 /// An immutable view of the state, captured by [`StateMachine::snapshot`].
 ///
 /// Dropping the handle releases whatever it pins (the Go API's `Close`).
+///
+/// # Contract
+///
+/// [`write_to`](Self::write_to) writes the state as of the capture, however
+/// far `apply` has moved since, in bytes that [`StateMachine::restore`] of
+/// any replica accepts.
+///
+/// # Errors
+///
+/// An I/O error aborts that snapshot only; the engine keeps its log and
+/// tries again later.
+///
+/// # Cancel safety
+///
+/// Nothing to cancel: `write_to` is synchronous; a snapshot the engine no
+/// longer needs is dropped, never half-used.
 pub trait Snapshot: Send + 'static {
     /// Serializes the captured state into `writer` and returns the number of
     /// bytes written. Runs on a blocking thread, off the Raft loop; it may be
