@@ -262,14 +262,6 @@ impl<R: Send + 'static> Engine<R> for EtcdEngine<R> {
     }
 
     async fn stopped(&self) -> StopReason {
-        let mut rx = self.shared.stop_signal();
-        loop {
-            if let Some(reason) = rx.borrow_and_update().clone() {
-                return reason;
-            }
-            if rx.changed().await.is_err() {
-                return self.shared.stopped_reason().unwrap_or(StopReason::Shutdown);
-            }
-        }
+        self.shared.stop.stopped().await
     }
 }

@@ -6,7 +6,7 @@ use std::sync::RwLock;
 
 use raftengine::{CallbackRegistry, Configuration, LeaseBasis, State, Status, StopReason};
 use raftengine_kit::raft_log::SyncCounter;
-use tokio::sync::watch;
+use raftengine_kit::stop_signal::StopSignal;
 
 #[derive(Debug)]
 struct View {
@@ -21,7 +21,7 @@ pub(crate) struct Shared {
     view: RwLock<View>,
     pub(crate) loss: CallbackRegistry,
     pub(crate) acquired: CallbackRegistry,
-    stop: watch::Sender<Option<StopReason>>,
+    pub(crate) stop: StopSignal,
     /// The log's fsync count, read live (not as of the last publish).
     log_syncs: SyncCounter,
 }
@@ -36,7 +36,7 @@ impl Shared {
             }),
             loss: CallbackRegistry::new("etcd-leader-loss"),
             acquired: CallbackRegistry::new("etcd-leader-acquired"),
-            stop: watch::channel(None).0,
+            stop: StopSignal::new(),
             log_syncs,
         }
     }
@@ -60,7 +60,7 @@ impl Shared {
             v.status.leader = None;
             v.lease = LeaseBasis::none(State::Shutdown);
         }
-        self.stop.send_replace(Some(reason));
+        self.stop.stop(reason);
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -90,11 +90,7 @@ impl Shared {
             .clone()
     }
 
-    pub(crate) fn stop_signal(&self) -> watch::Receiver<Option<StopReason>> {
-        self.stop.subscribe()
-    }
-
     pub(crate) fn stopped_reason(&self) -> Option<StopReason> {
-        self.stop.borrow().clone()
+        self.stop.reason()
     }
 }

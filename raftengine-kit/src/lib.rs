@@ -32,6 +32,7 @@
 //!   and received durably.
 //! * [`snapshot_stream`]: a snapshot file streamed between peers with a
 //!   deadline on progress.
+//! * [`stop_signal`]: why an engine stopped, set once, awaited by many.
 
 pub mod durable;
 pub mod entry_cache;
@@ -49,6 +50,7 @@ pub mod read_thread;
 mod setters;
 pub mod snapshot_dir;
 pub mod snapshot_stream;
+pub mod stop_signal;
 
 pub use snapshot_dir::SnapshotDir;
 

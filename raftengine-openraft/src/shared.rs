@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 use raftengine::{CallbackRegistry, Error, Result, StateMachine, StopReason};
+use raftengine_kit::stop_signal::StopSignal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -28,7 +29,7 @@ pub(crate) struct Watched {
     pub(crate) epoch: watch::Sender<Epoch>,
     pub(crate) loss: CallbackRegistry,
     pub(crate) acquired: CallbackRegistry,
-    pub(crate) stop: watch::Sender<Option<StopReason>>,
+    pub(crate) stop: StopSignal,
     /// Set while `transfer_leadership` runs on this node.
     pub(crate) transferring: Mutex<Option<String>>,
     /// Set once `wait_for_recovery` finished after a restart.
@@ -50,7 +51,7 @@ impl Watched {
             epoch: watch::channel(Epoch::default()).0,
             loss: CallbackRegistry::new("openraft-leader-loss"),
             acquired: CallbackRegistry::new("openraft-leader-acquired"),
-            stop: watch::channel(None).0,
+            stop: StopSignal::new(),
             transferring: Mutex::new(None),
             recovered: AtomicBool::new(false),
             join_role_violation: AtomicBool::new(false),
@@ -59,17 +60,9 @@ impl Watched {
         }
     }
 
-    /// Records why the engine stopped, unless a reason is already set (the
-    /// first cause wins: a removal or a failure is not overwritten by the
-    /// shutdown that follows it).
+    /// Records why the engine stopped; the first cause wins.
     pub(crate) fn stop_once(&self, reason: StopReason) {
-        self.stop.send_if_modified(|stop| {
-            let first = stop.is_none();
-            if first {
-                *stop = Some(reason);
-            }
-            first
-        });
+        self.stop.stop(reason);
     }
 
     pub(crate) fn transferee(&self) -> Option<String> {

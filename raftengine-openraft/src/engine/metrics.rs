@@ -126,7 +126,7 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
             if leading {
                 watched.loss.fire();
             }
-            if watched.stop.borrow().is_none() {
+            if watched.stop.reason().is_none() {
                 let stop = if reason.contains("stopped") {
                     tracing::info!(node = node_id, "openraft stopped");
                     StopReason::Shutdown

@@ -124,7 +124,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
     }
 
     fn stopped_reason(&self) -> Option<StopReason> {
-        self.watched.stop.borrow().clone()
+        self.watched.stop.reason()
     }
 
     fn leader_info(&self, s: &Sample) -> Option<LeaderInfo> {
@@ -490,15 +490,7 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
     }
 
     async fn stopped(&self) -> StopReason {
-        let mut rx = self.watched.stop.subscribe();
-        loop {
-            if let Some(reason) = rx.borrow_and_update().clone() {
-                return reason;
-            }
-            if rx.changed().await.is_err() {
-                return StopReason::Shutdown;
-            }
-        }
+        self.watched.stop.stopped().await
     }
 }
 
