@@ -251,11 +251,7 @@ impl<R: Send + 'static> Engine<R> for EtcdEngine<R> {
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
-                return Err(Error::internal(
-                    crate::ENGINE_TYPE,
-                    "raft loop thread panicked",
-                    None,
-                ));
+                return Err(crate::error::internal("raft loop thread panicked", None));
             }
         }
         Ok(())

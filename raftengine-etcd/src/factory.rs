@@ -107,13 +107,7 @@ impl Factory for EtcdFactory {
         // have read another node's log (`raftengine_kit::read_thread`).
         // After this, only the Raft loop's own thread reads the log.
         let open_thread = ReadThread::spawn(&format!("raft-etcd-open-{}", config.local_id))
-            .map_err(|e| {
-                Error::internal(
-                    crate::ENGINE_TYPE,
-                    "spawn storage open thread",
-                    Some(e.into()),
-                )
-            })?;
+            .map_err(|e| crate::error::internal("spawn storage open thread", Some(e.into())))?;
         let (raw, opened, snapshots, base, sm, join_alarm, was_removed) = open_thread
             .run(move || -> Result<_> {
                 raftengine_kit::node_dir::check_may_start(&data_dir, bootstrap, has_peers)?;
@@ -153,20 +147,12 @@ impl Factory for EtcdFactory {
                     .validate()
                     .map_err(|e| Error::InvalidConfig(format!("raft-rs config: {e}")))?;
                 let logger = slog::Logger::root(slog::Discard, slog::o!());
-                let raw =
-                    RawNode::new(&raft_cfg, opened.storage.clone(), &logger).map_err(|e| {
-                        Error::internal(crate::ENGINE_TYPE, "create raft node", Some(e.into()))
-                    })?;
+                let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &logger)
+                    .map_err(|e| crate::error::internal("create raft node", Some(e.into())))?;
                 Ok((raw, opened, snapshots, base, sm, join_alarm, was_removed))
             })
             .await
-            .map_err(|e| {
-                Error::internal(
-                    crate::ENGINE_TYPE,
-                    "storage open task failed",
-                    Some(e.into()),
-                )
-            })??;
+            .map_err(|e| crate::error::internal("storage open task failed", Some(e.into())))??;
         drop(open_thread);
         if opened.existed && bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
@@ -227,9 +213,7 @@ impl Factory for EtcdFactory {
         let thread = std::thread::Builder::new()
             .name(format!("raft-etcd-{}", config.local_id))
             .spawn(move || driver.run())
-            .map_err(|e| {
-                Error::internal(crate::ENGINE_TYPE, "spawn raft loop thread", Some(e.into()))
-            })?;
+            .map_err(|e| crate::error::internal("spawn raft loop thread", Some(e.into())))?;
 
         let tick = self.config.tick_interval;
         let tick_tx = events_tx.clone();

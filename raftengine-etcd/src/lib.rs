@@ -63,6 +63,7 @@
 mod config;
 mod driver;
 mod engine;
+mod error;
 mod event;
 mod factory;
 mod shared;

@@ -110,10 +110,6 @@ pub(crate) struct Opened {
     pub(crate) snapshot: Option<(u64, u64, Vec<u8>)>,
 }
 
-fn storage_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::storage(what.to_owned(), e)
-}
-
 impl RaftStorage {
     /// Opens (creating if needed) the log under `data_dir` for `local_id`.
     /// Blocking: call it off the async runtime.
@@ -125,11 +121,11 @@ impl RaftStorage {
         let (engine, syncs, existed) = (log.engine, log.syncs, log.existed);
         let hard_state: HardState = engine
             .get_message(GROUP, KEY_HARD_STATE)
-            .map_err(|e| storage_err("read hard state", e))?
+            .map_err(|e| Error::storage("read hard state", e))?
             .unwrap_or_default();
         let conf_state: ConfState = engine
             .get_message(GROUP, KEY_CONF_STATE)
-            .map_err(|e| storage_err("read conf state", e))?
+            .map_err(|e| Error::storage("read conf state", e))?
             .unwrap_or_default();
         let members = match engine.get(GROUP, KEY_MEMBERS) {
             Some(raw) => decode_members(&raw)?,
@@ -137,7 +133,7 @@ impl RaftStorage {
         };
         let snapshot: SnapshotMetadata = engine
             .get_message(GROUP, KEY_SNAPSHOT)
-            .map_err(|e| storage_err("read snapshot metadata", e))?
+            .map_err(|e| Error::storage("read snapshot metadata", e))?
             .unwrap_or_default();
         let snapshot_data = engine.get(GROUP, KEY_SNAPSHOT_DATA).unwrap_or_default();
         let truncated = match engine.get(GROUP, KEY_TRUNCATED) {
@@ -165,8 +161,8 @@ impl RaftStorage {
             (snapshot.index > 0).then(|| (snapshot.index, snapshot.term, snapshot_data.clone()));
         let (mark_file, claim) =
             MarkFile::open(data_dir, Legacy::TermVoteCommitLast).map_err(|e| {
-                storage_err(
-                    &format!("open the raft log mark in {}", data_dir.display()),
+                Error::storage(
+                    format!("open the raft log mark in {}", data_dir.display()),
                     e,
                 )
             })?;
@@ -242,8 +238,8 @@ impl RaftStorage {
             self.engine
                 .fetch_entries_to::<EntryExt>(GROUP, low, high, None, &mut buf)
                 .map_err(|e| {
-                    storage_err(
-                        &format!(
+                    Error::storage(
+                        format!(
                             "raft log in {} is corrupt: entries {low}..{high} are unreadable",
                             self.engine.path()
                         ),
@@ -291,7 +287,7 @@ impl RaftStorage {
     fn lower_mark(&self, end: u64) -> Result<()> {
         self.marks()
             .lower_end(end)
-            .map_err(|e| storage_err("lower the raft log mark", e))
+            .map_err(|e| Error::storage("lower the raft log mark", e))
     }
 
     /// Writes a brand-new node: its identity, the initial voters (empty for a
@@ -305,7 +301,7 @@ impl RaftStorage {
     ) -> Result<()> {
         let mut batch = LogBatch::default();
         raftengine_kit::node_log::put_owner(&mut batch, local_id)
-            .map_err(|e| storage_err("record node id", e))?;
+            .map_err(|e| Error::storage("record node id", e))?;
         put_raw(&mut batch, KEY_MEMBERS, encode_members(members), "members")?;
         let mut hs = HardState::default();
         let mut cs = ConfState::default();
@@ -314,7 +310,7 @@ impl RaftStorage {
             // founding node writes the identical entries.
             batch
                 .add_entries::<EntryExt>(GROUP, bootstrap)
-                .map_err(|e| storage_err("encode bootstrap entries", e))?;
+                .map_err(|e| Error::storage("encode bootstrap entries", e))?;
             hs.term = last.term;
             hs.commit = last.index;
             put_message(&mut batch, KEY_HARD_STATE, &hs, "hard state")?;
@@ -325,16 +321,16 @@ impl RaftStorage {
             // changes nothing (adding a voter twice is a no-op).
             for e in bootstrap {
                 let cc = raft::eraftpb::ConfChangeV2::parse_from_bytes(&e.data)
-                    .map_err(|err| storage_err("decode bootstrap conf change", err))?;
+                    .map_err(|err| Error::storage("decode bootstrap conf change", err))?;
                 cs.voters.extend(cc.get_changes().iter().map(|c| c.node_id));
             }
             put_message(&mut batch, KEY_CONF_STATE, &cs, "conf state")?;
         }
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
-            .map_err(|e| storage_err("write initial state", e))?;
+            .map_err(|e| Error::storage("write initial state", e))?;
         raftengine_kit::node_log::record_created(data_dir, local_id).map_err(|e| {
-            storage_err(
-                &format!("write the identity file in {}", data_dir.display()),
+            Error::storage(
+                format!("write the identity file in {}", data_dir.display()),
                 e,
             )
         })?;
@@ -371,13 +367,13 @@ impl RaftStorage {
         if !entries.is_empty() {
             batch
                 .add_entries::<EntryExt>(GROUP, entries)
-                .map_err(|e| storage_err("encode entries", e))?;
+                .map_err(|e| Error::storage("encode entries", e))?;
         }
         if let Some(hs) = hard_state {
             put_message(&mut batch, KEY_HARD_STATE, hs, "hard state")?;
         }
         raftengine_kit::raft_log::write(&self.engine, &mut batch, sync)
-            .map_err(|e| storage_err("write raft log", e))?;
+            .map_err(|e| Error::storage("write raft log", e))?;
         self.marks().written(&MarkUpdate {
             end: entries.last().map(|e| e.index + 1),
             ..hard_state.map(update_of).unwrap_or_default()
@@ -427,7 +423,7 @@ impl RaftStorage {
     /// `Engine::sync` does not: see [`raftengine_kit::raft_log`]).
     pub(crate) fn sync(&self) -> Result<()> {
         raftengine_kit::raft_log::sync(&self.engine, GROUP)
-            .map_err(|e| storage_err("sync raft log", e))?;
+            .map_err(|e| Error::storage("sync raft log", e))?;
         self.after_sync();
         Ok(())
     }
@@ -447,7 +443,7 @@ impl RaftStorage {
         let mut batch = LogBatch::default();
         put_snapshot(&mut batch, meta, data)?;
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
-            .map_err(|e| storage_err("write snapshot metadata", e))?;
+            .map_err(|e| Error::storage("write snapshot metadata", e))?;
         {
             let mut c = self.lock();
             c.snapshot = meta.clone();
@@ -468,7 +464,7 @@ impl RaftStorage {
             return Ok(());
         }
         let term = raft::Storage::term(self, index)
-            .map_err(|e| storage_err(&format!("term of compaction index {index}"), e))?;
+            .map_err(|e| Error::storage(format!("term of compaction index {index}"), e))?;
         let mut batch = LogBatch::default();
         put_raw(
             &mut batch,
@@ -478,7 +474,7 @@ impl RaftStorage {
         )?;
         batch.add_command(GROUP, Command::Compact { index: index + 1 });
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
-            .map_err(|e| storage_err("write compaction", e))?;
+            .map_err(|e| Error::storage("write compaction", e))?;
         {
             let mut c = self.lock();
             c.truncated = (index, term);
@@ -504,7 +500,7 @@ impl RaftStorage {
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Clean);
         raftengine_kit::node_log::put_owner(&mut batch, &self.local_id)
-            .map_err(|e| storage_err("record node id", e))?;
+            .map_err(|e| Error::storage("record node id", e))?;
         put_snapshot(&mut batch, meta, data)?;
         put_raw(
             &mut batch,
@@ -519,7 +515,7 @@ impl RaftStorage {
         hard_state.commit = hard_state.commit.max(meta.index);
         put_message(&mut batch, KEY_HARD_STATE, &hard_state, "hard state")?;
         raftengine_kit::raft_log::write(&self.engine, &mut batch, true)
-            .map_err(|e| storage_err("install snapshot", e))?;
+            .map_err(|e| Error::storage("install snapshot", e))?;
         self.marks().written(&MarkUpdate {
             end: Some(meta.index + 1),
             ..update_of(&hard_state)
@@ -663,7 +659,7 @@ fn put_message<M: protobuf::Message>(
 ) -> Result<()> {
     batch
         .put_message(GROUP, key.to_vec(), message)
-        .map_err(|e| storage_err(&format!("encode {what}"), e))
+        .map_err(|e| Error::storage(format!("encode {what}"), e))
 }
 
 /// Adds the snapshot metadata and its membership data to `batch`.
@@ -683,7 +679,7 @@ fn truncation_record(index: u64, term: u64) -> Vec<u8> {
 fn put_raw(batch: &mut LogBatch, key: &[u8], value: Vec<u8>, what: &str) -> Result<()> {
     batch
         .put(GROUP, key.to_vec(), value)
-        .map_err(|e| storage_err(&format!("encode {what}"), e))
+        .map_err(|e| Error::storage(format!("encode {what}"), e))
 }
 
 pub(crate) fn encode_members(members: &[Member]) -> Vec<u8> {

@@ -17,6 +17,29 @@ use tonic::Status;
 /// Bytes per chunk sent.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
+/// The first message of a snapshot stream (the one that carries the
+/// header), within `progress` of the call's start: a peer that opens the
+/// stream and sends nothing must not hold it.
+///
+/// # Errors
+///
+/// `InvalidArgument` when the stream ends empty, `DeadlineExceeded` when
+/// nothing arrives in time, the stream's own status when it fails.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: nothing is written.
+pub async fn first_chunk<S, T>(stream: &mut S, progress: Duration) -> Result<T, Status>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    match tokio::time::timeout(progress, stream.next()).await {
+        Ok(Some(first)) => first,
+        Ok(None) => Err(Status::invalid_argument("empty snapshot stream")),
+        Err(_) => Err(Status::deadline_exceeded("snapshot stream stalled")),
+    }
+}
+
 /// Writes a streamed file to `tmp` and fsyncs it: `first` (the chunk that
 /// carried the header), then each chunk of `rest`, each within `progress`
 /// of the previous one, `size` bytes in all. The caller renames `tmp` into
@@ -185,6 +208,34 @@ mod tests {
         for len in [0, 1, CHUNK_BYTES, CHUNK_BYTES + 1, 3 * CHUNK_BYTES - 7] {
             sent_and_received(len).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_sends_no_first_chunk_is_refused() {
+        let mut silent = tokio_stream::pending::<Result<u8, Status>>();
+        // The outer deadline turns a first_chunk that waits forever into a
+        // failure instead of a hung test.
+        let late = tokio::time::timeout(
+            Duration::from_secs(5),
+            first_chunk(&mut silent, Duration::from_millis(20)),
+        )
+        .await
+        .expect("first_chunk kept waiting for a silent stream");
+        assert_eq!(
+            late.map_err(|s| s.code()),
+            Err(tonic::Code::DeadlineExceeded)
+        );
+        let mut empty = tokio_stream::iter(Vec::<Result<u8, Status>>::new());
+        let none = first_chunk(&mut empty, Duration::from_secs(1)).await;
+        assert_eq!(
+            none.map_err(|s| s.code()),
+            Err(tonic::Code::InvalidArgument)
+        );
+        let mut one = tokio_stream::iter(vec![Ok::<_, Status>(7u8)]);
+        assert_eq!(
+            first_chunk(&mut one, Duration::from_secs(1)).await.ok(),
+            Some(7)
+        );
     }
 
     #[tokio::test]

@@ -80,13 +80,7 @@ impl Factory for OpenraftFactory {
                 Ok((opened, snapshots, adapter, join_alarm, was_removed))
             })
             .await
-            .map_err(|e| {
-                Error::internal(
-                    crate::ENGINE_TYPE,
-                    "storage open task failed",
-                    Some(e.into()),
-                )
-            })??;
+            .map_err(|e| crate::error::internal("storage open task failed", Some(e.into())))??;
         if opened.existed && config.bootstrap {
             tracing::info!(node = %config.local_id, "data dir holds a node; bootstrap flag ignored");
         }
@@ -107,14 +101,14 @@ impl Factory for OpenraftFactory {
             adapter.clone(),
         )
         .await
-        .map_err(|e| Error::internal(crate::ENGINE_TYPE, "start openraft", Some(e.into())))?;
+        .map_err(|e| crate::error::internal("start openraft", Some(e.into())))?;
 
         // Initialize exactly once: a restarted node (initialized log or
         // vote) never does it again, whatever the flag says.
         let initialized = raft
             .is_initialized()
             .await
-            .map_err(|e| Error::internal(crate::ENGINE_TYPE, "read raft state", Some(e.into())))?;
+            .map_err(|e| crate::error::internal("read raft state", Some(e.into())))?;
         if config.bootstrap && !initialized {
             let members: BTreeMap<u64, Peer> = bootstrap_voters
                 .into_iter()
@@ -128,8 +122,7 @@ impl Factory for OpenraftFactory {
                 .collect();
             if let Err(e) = raft.initialize(members).await {
                 let _ = raft.shutdown().await;
-                return Err(Error::internal(
-                    crate::ENGINE_TYPE,
+                return Err(crate::error::internal(
                     "initialize the cluster",
                     Some(e.into()),
                 ));

@@ -53,6 +53,7 @@
 mod codec;
 mod config;
 mod engine;
+mod error;
 mod factory;
 // Only for `examples/log_store.rs`: not part of the API.
 #[cfg(feature = "log-bench")]

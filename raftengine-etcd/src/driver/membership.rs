@@ -116,9 +116,7 @@ impl<S: StateMachine> Driver<S> {
         let result = self.raw.propose_conf_change(context, cc);
         let after = self.raw.raft.raft_log.last_index();
         if let Err(e) = result {
-            let _ = reply.send(Err(Error::failed_precondition(format!(
-                "membership change refused: {e}"
-            ))));
+            let _ = reply.send(Err(crate::error::conf_change_refused(&e)));
             return;
         }
         if after != before + 1 {
@@ -248,8 +246,7 @@ impl<S: StateMachine> Driver<S> {
             (cs, vec![single], cc.context.clone())
         };
         let cs = cs.map_err(|e| {
-            Error::internal(
-                crate::ENGINE_TYPE,
+            crate::error::internal(
                 format!("apply conf change at {}", entry.index),
                 Some(e.into()),
             )

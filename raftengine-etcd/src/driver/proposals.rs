@@ -22,11 +22,7 @@ impl<S: StateMachine> Driver<S> {
         if result.is_err() || after != before + 1 {
             // raft-rs drops proposals silently in a few states (e.g. the
             // uncommitted-size limit); nothing was appended.
-            let _ = reply.send(Err(Error::internal(
-                crate::ENGINE_TYPE,
-                "raft-rs dropped the proposal (uncommitted log too large); retry",
-                None,
-            )));
+            let _ = reply.send(Err(crate::error::proposal_dropped()));
             return;
         }
         self.proposals.insert(after, (self.raw.raft.term, reply));

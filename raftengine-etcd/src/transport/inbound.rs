@@ -195,61 +195,7 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendReply>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let Some(header) = first.header.clone() else {
-            return Err(Status::invalid_argument("snapshot stream without a header"));
-        };
-        if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
-            return Err(Status::invalid_argument("implausible snapshot header"));
-        }
-        let final_path = self.snapshots.path(header.index, header.term);
-        if final_path.exists() {
-            // Published files were verified once, but the disk may have
-            // damaged them since; a bad one is replaced by this transfer.
-            let path = final_path.clone();
-            let valid =
-                tokio::task::spawn_blocking(move || raftengine_kit::snapshot_dir::verify(&path))
-                    .await;
-            if matches!(valid, Ok(Ok(_))) {
-                return Ok(Response::new(SendReply {}));
-            }
-            tracing::warn!(path = %final_path.display(), "local copy of the snapshot is damaged; receiving it again");
-            let _ = tokio::fs::remove_file(&final_path).await;
-        }
-        let tmp = self
-            .snapshots
-            .receive_path(header.index, header.term, rand::random());
-        let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
-        let result = raftengine_kit::snapshot_stream::receive_file(
-            &tmp,
-            header.size,
-            first.data,
-            &mut rest,
-            self.enqueue_timeout,
-        )
-        .await;
-        if let Err(status) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(status);
-        }
-        let snapshots = self.snapshots.clone();
-        let (index, term) = (header.index, header.term);
-        let tmp2 = tmp.clone();
-        let published =
-            tokio::task::spawn_blocking(move || snapshots.publish(&tmp2, index, term)).await;
-        match published {
-            Ok(Ok(())) => Ok(Response::new(SendReply {})),
-            Ok(Err(e)) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(Status::data_loss(format!(
-                    "received snapshot is invalid: {e}"
-                )))
-            }
-            Err(e) => Err(Status::internal(format!("snapshot check failed: {e}"))),
-        }
+        snapshot::receive(&self.snapshots, request.into_inner(), self.enqueue_timeout).await?;
+        Ok(Response::new(SendReply {}))
     }
 }

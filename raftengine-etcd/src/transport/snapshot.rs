@@ -1,5 +1,6 @@
-//! Sending a snapshot: the file first (streamed, with a progress
-//! deadline), then the `MsgSnapshot` that refers to it.
+//! Snapshots between peers. Sending: the file first (streamed, with a
+//! progress deadline), then the `MsgSnapshot` that refers to it. Receiving:
+//! the file, verified and published, before any message may name it.
 
 use super::*;
 
@@ -99,5 +100,73 @@ async fn stream_snapshot(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => Err(format!("peer refused the snapshot message: {status}")),
         Err(_) => Err(format!("snapshot message to {to} timed out")),
+    }
+}
+
+/// Receives a streamed snapshot file and publishes it in `snapshots`. A
+/// copy already published and still valid is kept (the sender retried); a
+/// damaged one is replaced.
+///
+/// # Errors
+///
+/// The stream's refusals from `raftengine_kit::snapshot_stream`,
+/// `InvalidArgument` for an implausible header, `DataLoss` when the file
+/// fails its checksum.
+///
+/// # Cancel safety
+///
+/// Dropping the future leaves a partial receive file, which the snapshot
+/// directory's start-up sweep removes.
+pub(super) async fn receive(
+    snapshots: &SnapshotDir,
+    mut stream: tonic::Streaming<SnapshotChunk>,
+    progress: Duration,
+) -> Result<(), Status> {
+    let first = raftengine_kit::snapshot_stream::first_chunk(&mut stream, progress).await?;
+    let Some(header) = first.header.clone() else {
+        return Err(Status::invalid_argument("snapshot stream without a header"));
+    };
+    if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
+        return Err(Status::invalid_argument("implausible snapshot header"));
+    }
+    let final_path = snapshots.path(header.index, header.term);
+    if tokio::fs::try_exists(&final_path).await.unwrap_or(false) {
+        // Published files were verified once, but the disk may have
+        // damaged them since; a bad one is replaced by this transfer.
+        let path = final_path.clone();
+        let valid =
+            tokio::task::spawn_blocking(move || raftengine_kit::snapshot_dir::verify(&path)).await;
+        if matches!(valid, Ok(Ok(_))) {
+            return Ok(());
+        }
+        tracing::warn!(path = %final_path.display(), "local copy of the snapshot is damaged; receiving it again");
+        let _ = tokio::fs::remove_file(&final_path).await;
+    }
+    let tmp = snapshots.receive_path(header.index, header.term, rand::random());
+    let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
+    let result = raftengine_kit::snapshot_stream::receive_file(
+        &tmp,
+        header.size,
+        first.data,
+        &mut rest,
+        progress,
+    )
+    .await;
+    if let Err(status) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(status);
+    }
+    let dir = snapshots.clone();
+    let (index, term) = (header.index, header.term);
+    let received = tmp.clone();
+    match tokio::task::spawn_blocking(move || dir.publish(&received, index, term)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(Status::data_loss(format!(
+                "received snapshot is invalid: {e}"
+            )))
+        }
+        Err(e) => Err(Status::internal(format!("snapshot check failed: {e}"))),
     }
 }

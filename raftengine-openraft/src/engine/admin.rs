@@ -173,7 +173,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
     async fn await_transfer(&self, nid: u64, name: &str) -> Result<()> {
         contained(self.raft.trigger().transfer_leader(nid))
             .await?
-            .map_err(|e| fatal_error(&e))?;
+            .map_err(|e| error::stopped(&e))?;
         // openraft only enqueues the transfer; success is the target leading.
         let deadline = tokio::time::Instant::now() + self.cfg.transfer_timeout;
         let mut rx = self.raft.metrics();

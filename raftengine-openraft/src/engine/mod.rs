@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{
-    ChangeMembershipError, ClientWriteError, Fatal, ForwardReason, ForwardToLeader,
-    LinearizableReadError, RaftError,
-};
+use openraft::error::{ClientWriteError, ForwardReason, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
 use tokio::task::JoinHandle;
@@ -37,6 +34,7 @@ mod metrics;
 pub(crate) use metrics::{RemovalNotices, Sample, sample, watch_metrics};
 
 use crate::config::OpenraftConfig;
+use crate::error;
 use crate::shared::{Contact, Epoch, MetricsRx, OpenRaft, Watched, contained, stop_removed};
 use crate::state_machine::StateMachineAdapter;
 use crate::transport::outbound::Outbound;
@@ -74,8 +72,11 @@ pub struct OpenraftEngine<S: StateMachine> {
     pub(crate) watched: Arc<Watched>,
     pub(crate) contact: Arc<Contact>,
     pub(crate) outbound: Arc<Outbound>,
-    /// One membership change at a time from this handle.
+    /// The background tasks this handle started (the metrics watcher, the
+    /// wait for recovery after a restart),
+    /// aborted on shutdown and drop.
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// One shutdown at a time; a second caller waits for the first.
     pub(crate) shutdown_lock: tokio::sync::Mutex<()>,
     /// The log's fsync count (`Status::log_syncs`).
     pub(crate) log_syncs: raftengine_kit::raft_log::SyncCounter,
@@ -88,20 +89,6 @@ impl<S: StateMachine> std::fmt::Debug for OpenraftEngine<S> {
             .field("state", &self.sample().state)
             .finish_non_exhaustive()
     }
-}
-
-fn peer_info(p: &Peer) -> LeaderInfo {
-    LeaderInfo {
-        id: p.id.clone(),
-        address: p.address.clone(),
-    }
-}
-
-/// A call that found openraft stopped. A fatal stop (a failed write or
-/// fsync) is a stop like any other to the caller: the node takes no more
-/// requests, and `stopped()` tells why. Both backends answer it so.
-fn fatal_error(_: &Fatal<TypeConfig>) -> Error {
-    Error::Shutdown
 }
 
 impl<S: StateMachine> OpenraftEngine<S> {
@@ -129,20 +116,21 @@ impl<S: StateMachine> OpenraftEngine<S> {
 
     fn leader_info(&self, s: &Sample) -> Option<LeaderInfo> {
         let id = s.leader?;
-        s.membership.get_node(&id).map(peer_info)
+        s.membership.get_node(&id).map(error::leader_info)
     }
 
-    fn forward(&self, f: &ForwardToLeader<TypeConfig>) -> Error {
-        if f.reason == ForwardReason::LeadershipTransfer {
-            return Error::TransferInProgress;
+    /// Names a leader openraft gave only the id of, from this node's
+    /// membership; never this node itself.
+    fn leader_of(&self) -> impl FnOnce(u64) -> Option<LeaderInfo> + '_ {
+        move |id| {
+            if id == self.node_id {
+                return None;
+            }
+            self.sample()
+                .membership
+                .get_node(&id)
+                .map(error::leader_info)
         }
-        let leader = f.leader_node.as_ref().map(peer_info).or_else(|| {
-            let s = self.sample();
-            f.leader_id
-                .filter(|id| *id != self.node_id)
-                .and_then(|id| s.membership.get_node(&id).map(peer_info))
-        });
-        Error::NotLeader { leader }
     }
 
     fn not_leader(&self) -> Error {
@@ -152,28 +140,6 @@ impl<S: StateMachine> OpenraftEngine<S> {
         let s = self.sample();
         Error::NotLeader {
             leader: self.leader_info(&s),
-        }
-    }
-
-    fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(&f),
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::OutcomeUnknown {
-                reason: "the entry was discarded after leadership changed; another leader may \
-                         have committed it"
-                    .into(),
-            },
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-                ChangeMembershipError::InProgress(_) => Error::ConfChangePending,
-                other => Error::failed_precondition(other.to_string()),
-            },
-            RaftError::APIError(other) => Error::failed_precondition(other.to_string()),
-            // The entry may have been appended (and replicated) before the
-            // node stopped: as on etcd, its fate is unknown to this node.
-            RaftError::Fatal(Fatal::Stopped) => Error::Shutdown,
-            RaftError::Fatal(f) => Error::OutcomeUnknown {
-                reason: format!("engine stopped ({f}) before the entry was known to commit"),
-            },
         }
     }
 
@@ -189,7 +155,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
     ) -> Result<T> {
         self.guarded_raw(write)
             .await?
-            .map_err(|e| self.write_error(e))
+            .map_err(|e| error::write(e, self.leader_of()))
     }
 
     /// [`Self::guarded`] that hands openraft's own error back unmapped.
@@ -256,13 +222,12 @@ impl<S: StateMachine> OpenraftEngine<S> {
                     let mut rx = self.raft.metrics();
                     let _ = tokio::time::timeout(self.cfg.heartbeat_interval, rx.changed()).await;
                 }
-                Err(e) => return Err(self.write_error(e)),
+                Err(e) => return Err(error::write(e, self.leader_of())),
             }
         };
         let commit_index = resp.log_id.index;
         let response = Reply::take::<S::Response>(resp.data).ok_or_else(|| {
-            Error::internal(
-                crate::ENGINE_TYPE,
+            error::internal(
                 "the state machine's response did not reach the proposer",
                 None,
             )
@@ -284,13 +249,7 @@ impl<S: StateMachine> OpenraftEngine<S> {
         match tokio::time::timeout(self.cfg.read_timeout, read).await {
             Ok(Err(stopped)) => Err(stopped),
             Ok(Ok(Ok(read_log_id))) => Ok(read_log_id.index()),
-            Ok(Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))))) => {
-                Err(self.forward(&f))
-            }
-            Ok(Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))))) => {
-                Err(Error::NotLeader { leader: None })
-            }
-            Ok(Ok(Err(RaftError::Fatal(f)))) => Err(fatal_error(&f)),
+            Ok(Ok(Err(e))) => Err(error::read(e, self.leader_of())),
             Err(_) => Err(Error::NotLeader { leader: None }),
         }
     }
@@ -484,9 +443,7 @@ impl<S: StateMachine> Engine<S::Response> for OpenraftEngine<S> {
         self.outbound.close();
         self.watched.epoch.send_replace(Epoch::default());
         self.watched.stop_once(StopReason::Shutdown);
-        result.map_err(|e| {
-            Error::internal(crate::ENGINE_TYPE, format!("openraft shutdown: {e}"), None)
-        })
+        result.map_err(|e| error::internal(format!("openraft shutdown: {e}"), None))
     }
 
     async fn stopped(&self) -> StopReason {

@@ -16,12 +16,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::snapshot;
 use crate::codec::{decode, encode};
 use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
 use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::shared::{Contact, Watched, stop_removed};
-use crate::state_machine::{SnapshotFile, StateMachineAdapter};
-use crate::types::{SnapshotMeta, TypeConfig, Vote};
+use crate::state_machine::StateMachineAdapter;
+use crate::types::TypeConfig;
 
 pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) raft: Raft<TypeConfig, StateMachineAdapter<S>>,
@@ -167,55 +168,20 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Frame>, Status> {
-        let mut stream = request.into_inner();
-        let first = match tokio::time::timeout(self.progress_timeout, stream.message()).await {
-            Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => return Err(Status::invalid_argument("empty snapshot stream")),
-            Ok(Err(s)) => return Err(s),
-            Err(_) => return Err(Status::deadline_exceeded("snapshot stream stalled")),
-        };
-        let (vote, meta, size): (Vote, SnapshotMeta, u64) = decode(&first.header)
-            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
-        if size > self.max_snapshot_bytes {
-            return Err(Status::invalid_argument(format!(
-                "snapshot of {size} bytes exceeds the limit of {}",
-                self.max_snapshot_bytes
-            )));
-        }
-        let (index, term) = meta
-            .last_log_id
-            .map_or((0, 0), |l| (l.index, l.leader_id.term));
-        let tmp = self.snapshots.receive_path(index, term, rand::random());
-        let result = async {
-            let mut rest = tokio_stream::StreamExt::map(stream, |c| c.map(|c| c.data));
-            raftengine_kit::snapshot_stream::receive_file(
-                &tmp,
-                size,
-                first.data,
-                &mut rest,
-                self.progress_timeout,
-            )
-            .await?;
-            let file = std::fs::File::open(&tmp)
-                .map_err(|e| Status::internal(format!("open received snapshot: {e}")))?;
-            let snapshot = openraft::Snapshot {
-                meta,
-                snapshot: SnapshotFile {
-                    file,
-                    path: tmp.clone(),
-                },
-            };
-            let resp = self
-                .raft
-                .install_full_snapshot(vote, snapshot)
-                .await
-                .map_err(stopped)?;
-            reply(&resp)
-        }
-        .await;
-        // Installed snapshots were renamed into place; anything left is junk.
-        let _ = tokio::fs::remove_file(&tmp).await;
-        result
+        let received = snapshot::receive(
+            &self.snapshots,
+            request.into_inner(),
+            self.progress_timeout,
+            self.max_snapshot_bytes,
+        )
+        .await?;
+        let installed = self
+            .raft
+            .install_full_snapshot(received.vote, received.snapshot)
+            .await
+            .map_err(stopped);
+        let _ = tokio::fs::remove_file(&received.path).await;
+        reply(&installed?)
     }
 }
 

@@ -31,9 +31,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::snapshot::{self, SendError};
 use crate::codec::{decode, encode};
 use crate::pb::raft_network_client::RaftNetworkClient;
-use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
+use crate::pb::{Frame, RemovedNotice};
 use crate::state_machine::SnapshotFile;
 use crate::types::{Committed, Peer, TypeConfig, Vote};
 
@@ -448,7 +449,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 timeout: after,
             })
         };
-        let transfer = send_snapshot(
+        let transfer = snapshot::send(
             client,
             vote,
             snapshot,
@@ -467,53 +468,5 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Err(SendError::Local(e)) => Err(StreamingError::Network(NetworkError::from_string(e))),
             },
         }
-    }
-}
-
-enum SendError {
-    Stalled(Duration),
-    Status(tonic::Status),
-    Local(String),
-}
-
-/// Streams the snapshot file: a header chunk, then 1 MiB chunks; each chunk
-/// must be taken by the network within `progress`.
-async fn send_snapshot(
-    mut client: Client,
-    vote: Vote,
-    snapshot: Snapshot<Committed, u64, Peer, SnapshotFile>,
-    progress: Duration,
-    install_timeout: Duration,
-) -> Result<SnapshotResponse<TypeConfig>, SendError> {
-    let size = snapshot
-        .snapshot
-        .file
-        .metadata()
-        .map_err(|e| SendError::Local(format!("stat snapshot: {e}")))?
-        .len();
-    let header = encode(&(vote, snapshot.meta.clone(), size))
-        .map_err(|e| SendError::Local(format!("encode snapshot header: {e}")))?;
-    let file = tokio::fs::File::from_std(snapshot.snapshot.file);
-    let mut header = Some(header);
-    let call = raftengine_kit::snapshot_stream::send_file(
-        file,
-        progress,
-        |data| SnapshotChunk {
-            header: header.take().unwrap_or_default().into(),
-            data,
-        },
-        |chunks| async move { client.install_snapshot(chunks).await },
-    )
-    .await
-    .map_err(|e| match e {
-        raftengine_kit::snapshot_stream::SendFileError::Stalled(d) => SendError::Stalled(d),
-        other => SendError::Local(other.to_string()),
-    })?;
-    match tokio::time::timeout(install_timeout, call).await {
-        Ok(Ok(Ok(resp))) => decode(&resp.get_ref().payload)
-            .map_err(|e| SendError::Local(format!("bad snapshot reply: {e}"))),
-        Ok(Ok(Err(status))) => Err(SendError::Status(status)),
-        Ok(Err(e)) => Err(SendError::Local(format!("snapshot call failed: {e}"))),
-        Err(_) => Err(SendError::Stalled(install_timeout)),
     }
 }
