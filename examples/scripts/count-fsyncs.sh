@@ -17,11 +17,14 @@ cargo build --release -q -p raftengine-examples --bin kv
 work="$(mktemp -d)"
 # Stop kv itself (strace ends with its tracee), then remove the data.
 trap 'pkill -f -- "--data-dir $work/n1" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+peer="127.0.0.1:$(free_port)"
+addr="127.0.0.1:$(free_port)"
+./target/release/kv gen-certs --out "$work/certs" n1 >/dev/null
 strace -f -qq -e trace=fdatasync,fsync -o "$work/trace" \
-  ./target/release/kv serve --engine "$engine" --id n1 --listen "$addr" \
-  --data-dir "$work/n1" --peers "n1=$addr" --bootstrap >"$work/log" 2>&1 &
+  ./target/release/kv serve --engine "$engine" --id n1 --listen "$peer" --api "$addr" \
+  --peer-ca "$work/certs/ca.pem" --peer-cert "$work/certs/n1.pem" --peer-key "$work/certs/n1.key" \
+  --data-dir "$work/n1" --peers "n1=$peer" --bootstrap >"$work/log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
   ./target/release/kv status --addr "$addr" 2>/dev/null | grep -q "]: Leader" && break

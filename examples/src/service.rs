@@ -16,9 +16,41 @@ use crate::{Map, delete, put};
 
 /// Metadata key carrying the leader's id on a not-leader error.
 pub const LEADER_ID: &str = "x-raft-leader-id";
-/// Metadata key carrying the leader's address on a not-leader error; the
-/// client API listens there too, so a client can retry at that address.
+/// Metadata key carrying the leader's client-API address on a not-leader
+/// error, so a client can retry there.
 pub const LEADER_ADDRESS: &str = "x-raft-leader-address";
+
+/// Where the replicated map keeps each node's client-API address (the API
+/// listens apart from the Raft port, which only peers may reach): the way
+/// etcd members publish their client URLs through Raft. Client keys may not
+/// start with it.
+pub const API_ADDRESS_PREFIX: &[u8] = b"\0kv/api-address/";
+
+/// The map key of node `id`'s client-API address.
+pub fn api_address_key(id: &str) -> Vec<u8> {
+    [API_ADDRESS_PREFIX, id.as_bytes()].concat()
+}
+
+/// Writes this node's client-API address into the replicated map, retrying
+/// until a leader takes it or the engine stops. Runs in the background of
+/// `kv serve`; other nodes then point clients here.
+pub async fn publish_api_address(engine: Arc<dyn Engine<u64>>, api_address: String) {
+    let key = api_address_key(engine.local_id());
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        tokio::select! {
+            _ = engine.stopped() => return,
+            written = engine.propose(put(&key, api_address.as_bytes())) => {
+                if written.is_ok() {
+                    return;
+                }
+            }
+        }
+        // Only the leader takes writes; ask again once one may be elected.
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+    }
+}
 
 /// The `Kv` service of one node.
 #[derive(Clone)]
@@ -63,8 +95,42 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// [`to_status`], with the leader's client-API address (as the map
+    /// holds it) as the hint.
+    fn status_of(&self, e: Error) -> Status {
+        let Error::NotLeader {
+            leader: Some(leader),
+        } = &e
+        else {
+            return to_status(e);
+        };
+        let api = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(api_address_key(&leader.id).as_slice())
+            .and_then(|a| String::from_utf8(a.to_vec()).ok());
+        let mut s = to_status(e);
+        if let Some(addr) = api.and_then(|a| a.parse().ok()) {
+            s.metadata_mut().insert(LEADER_ADDRESS, addr);
+        }
+        s
+    }
+}
+
+/// Refuses client keys in the map's reserved space.
+fn client_key(key: &[u8]) -> Result<&[u8], Status> {
+    if key.starts_with(API_ADDRESS_PREFIX) {
+        return Err(Status::invalid_argument(
+            "keys starting with \\0kv/ are reserved",
+        ));
+    }
+    Ok(key)
+}
+
 /// Maps an engine error to a gRPC status; a not-leader error carries the
-/// leader hint in metadata.
+/// leader's id in metadata ([`LEADER_ID`]).
 pub fn to_status(e: Error) -> Status {
     match e {
         Error::NotLeader { leader } => {
@@ -72,11 +138,8 @@ pub fn to_status(e: Error) -> Status {
                 Some(l) => format!("not leader; the leader is {l}"),
                 None => "not leader; no leader known".to_owned(),
             });
-            if let Some(l) = leader {
-                if let (Ok(id), Ok(addr)) = (l.id.parse(), l.address.parse()) {
-                    s.metadata_mut().insert(LEADER_ID, id);
-                    s.metadata_mut().insert(LEADER_ADDRESS, addr);
-                }
+            if let Some(id) = leader.and_then(|l| l.id.parse().ok()) {
+                s.metadata_mut().insert(LEADER_ID, id);
             }
             s
         }
@@ -103,9 +166,9 @@ impl Kv for KvService {
         let r = request.into_inner();
         let res = self
             .engine
-            .propose(put(&r.key, &r.value))
+            .propose(put(client_key(&r.key)?, &r.value))
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(WriteReply {
             index: res.commit_index,
         }))
@@ -115,9 +178,9 @@ impl Kv for KvService {
         let r = request.into_inner();
         let res = self
             .engine
-            .propose(delete(&r.key))
+            .propose(delete(client_key(&r.key)?))
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(WriteReply {
             index: res.commit_index,
         }))
@@ -126,7 +189,11 @@ impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let r = request.into_inner();
         let index = match ReadMode::try_from(r.mode).unwrap_or(ReadMode::Linearizable) {
-            ReadMode::Linearizable => self.engine.linearizable_read().await.map_err(to_status)?,
+            ReadMode::Linearizable => self
+                .engine
+                .linearizable_read()
+                .await
+                .map_err(|e| self.status_of(e))?,
             ReadMode::Lease => match self.engine.check_lease() {
                 Ok(grant) => grant.applied_index,
                 // Not the leader: point the client at it (never at this
@@ -136,7 +203,7 @@ impl Kv for KvService {
                         .engine
                         .leader()
                         .filter(|l| l.id != self.engine.local_id());
-                    return Err(to_status(Error::NotLeader { leader }));
+                    return Err(self.status_of(Error::NotLeader { leader }));
                 }
                 // The leader without a valid lease right now: retryable.
                 Err(denied) => return Err(to_status(denied.into())),
@@ -164,7 +231,11 @@ impl Kv for KvService {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<ConfigurationReply>, Status> {
-        let c = self.engine.configuration().await.map_err(to_status)?;
+        let c = self
+            .engine
+            .configuration()
+            .await
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(ConfigurationReply {
             index: c.index,
             members: c
@@ -188,7 +259,7 @@ impl Kv for KvService {
             .engine
             .add_learner(&r.id, &r.address, None)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(IndexReply { index }))
     }
 
@@ -204,7 +275,7 @@ impl Kv for KvService {
             .engine
             .promote_learner(&r.id, None, catch_up)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(IndexReply { index }))
     }
 
@@ -217,7 +288,7 @@ impl Kv for KvService {
             .engine
             .remove_server(&r.id, None)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(IndexReply { index }))
     }
 
@@ -231,7 +302,7 @@ impl Kv for KvService {
         self.engine
             .transfer_leadership(target)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| self.status_of(e))?;
         Ok(Response::new(Empty {}))
     }
 }

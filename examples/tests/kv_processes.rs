@@ -1,7 +1,8 @@
 //! Three `kv serve` processes per engine on loopback: writes under load,
 //! SIGKILL of the leader, writes through the new leader, restart of the
 //! killed process on its data dir; no acknowledged write may be lost and all
-//! replicas must converge.
+//! replicas must converge. The peers run mutual TLS with certificates
+//! from `kv gen-certs`; clients use each node's separate API port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Every case runs an engine; a build with none has nothing to run here.
@@ -21,7 +22,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Node {
     id: String,
+    /// The client API's address.
     addr: String,
+    /// The Raft transport's address (peers only, TLS).
+    raft: String,
     child: Option<Child>,
 }
 
@@ -42,18 +46,44 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(engine: &str, id: &str, addr: &str, peers: &str, dir: &Path) -> Child {
+/// Issues the nodes' certificates with `kv gen-certs`, as an operator
+/// trying the README would.
+fn gen_certs(dir: &Path, ids: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .arg("gen-certs")
+        .arg("--out")
+        .arg(dir.join("certs"))
+        .args(ids)
+        .output()
+        .expect("run kv gen-certs");
+    assert!(
+        out.status.success(),
+        "kv gen-certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
+    let (id, certs) = (node.id.as_str(), dir.join("certs"));
     Command::new(env!("CARGO_BIN_EXE_kv"))
         .args([
             "serve",
             "--id",
             id,
             "--listen",
-            addr,
+            &node.raft,
+            "--api",
+            &node.addr,
             "--peers",
             peers,
             "--bootstrap",
         ])
+        .arg("--peer-ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--peer-cert")
+        .arg(certs.join(format!("{id}.pem")))
+        .arg("--peer-key")
+        .arg(certs.join(format!("{id}.key")))
         .arg("--data-dir")
         .arg(dir.join(id))
         .args(["--engine", engine])
@@ -130,25 +160,24 @@ async fn read(addr: &str, key: &str, mode: ReadMode) -> Option<Option<Vec<u8>>> 
 async fn run(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ids = ["n1", "n2", "n3"];
-    let addrs: Vec<String> = ids
-        .iter()
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let peers = ids
-        .iter()
-        .zip(&addrs)
-        .map(|(i, a)| format!("{i}={a}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    gen_certs(dir.path(), &ids);
     let mut nodes: Vec<Node> = ids
         .iter()
-        .zip(&addrs)
-        .map(|(id, addr)| Node {
+        .map(|id| Node {
             id: (*id).to_owned(),
-            addr: addr.clone(),
-            child: Some(spawn(engine, id, addr, &peers, dir.path())),
+            addr: format!("127.0.0.1:{}", free_port()),
+            raft: format!("127.0.0.1:{}", free_port()),
+            child: None,
         })
         .collect();
+    let peers = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.raft))
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in &mut nodes {
+        n.child = Some(spawn(engine, n, &peers, dir.path()));
+    }
 
     let mut acked = BTreeMap::new();
     let first = leader(&nodes).await;
@@ -210,8 +239,7 @@ async fn run(engine: &str) {
         acked.insert(key.clone(), format!("v-{key}"));
     }
     // Restart the killed process on its data dir.
-    let (id, addr) = (nodes[killed].id.clone(), nodes[killed].addr.clone());
-    nodes[killed].child = Some(spawn(engine, &id, &addr, &peers, dir.path()));
+    nodes[killed].child = Some(spawn(engine, &nodes[killed], &peers, dir.path()));
     let marker = "final-marker";
     assert!(write(&nodes, marker).await);
     acked.insert(marker.to_owned(), format!("v-{marker}"));

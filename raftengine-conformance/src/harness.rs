@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftengine::tls::PeerSecurity;
 use raftengine::{Engine, Error, Factory, FactoryConfig, Server, State, TransportServer};
+
+use crate::TestPki;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -167,6 +170,9 @@ pub struct Cluster<F: Factory> {
     pub nodes: Vec<Node>,
     /// The links between the nodes' proxies.
     pub net: Network,
+    /// The cluster's CA; every node runs with mutual TLS and a
+    /// certificate from it.
+    pub pki: TestPki,
     /// With [`Cluster::start_on_disks`]: node `i`'s data dir lives on
     /// `disks[i]`. Declared after `nodes`, so engines are dropped before
     /// their disks unmount.
@@ -231,6 +237,7 @@ impl<F: Factory> Cluster<F> {
             root_path,
             nodes: Vec::new(),
             net,
+            pki: TestPki::new("raftengine conformance CA"),
             disks,
         };
         for (i, slot) in slots.into_iter().enumerate() {
@@ -301,7 +308,9 @@ impl<F: Factory> Cluster<F> {
             .with_bootstrap(bootstrap)
             .with_join_as_learner(join_as_learner)
             // The fault proxy tells links apart by their source IP.
-            .with_bind_outbound_to_local_ip(true);
+            .with_bind_outbound_to_local_ip(true)
+            // A certificate issued at every start: restarts also rotate.
+            .with_peer_security(PeerSecurity::Tls(self.pki.node(id)));
         let created = self.factory.create(config).await?;
         let server = created.serve(listener)?;
         Ok(Running {
@@ -451,6 +460,26 @@ impl<F: Factory> Cluster<F> {
             (node.kv.last_applied() >= index).then_some(())
         })
         .await
+    }
+
+    /// Makes `count` writes (keys `<tag><n>`) through the leader and waits
+    /// until every node has applied them. A majority is enough to commit,
+    /// so a follower that something broke would not show in the writes
+    /// alone: this is the check that every node is still whole.
+    pub async fn every_node_applies_new_writes(&self, tag: &str, count: usize) {
+        let l = self.wait_leader().await;
+        let mut last = 0;
+        for i in 0..count {
+            last = self
+                .engine(l)
+                .propose(crate::kv::put(format!("{tag}{i}"), "ok"))
+                .await
+                .unwrap_or_else(|e| panic!("write {tag}{i}: {e}"))
+                .commit_index;
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_applied(i, last).await;
+        }
     }
 
     /// Stops node `i` (graceful shutdown of engine and server).

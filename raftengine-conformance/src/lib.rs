@@ -31,6 +31,7 @@ pub mod disk;
 mod faults;
 mod harness;
 mod kv;
+mod pki;
 
 pub use faults::{Link, Network, Proxy, node_ip};
 
@@ -45,6 +46,7 @@ pub enum Which {
 
 pub use harness::{Cluster, KvEngine, Node, WAIT, step, wait_for};
 pub use kv::{KvHandle, KvResponse, KvSnapshot, KvState, KvStateMachine, put};
+pub use pki::TestPki;
 
 /// Every case of the suite, as `module::case`, in the order the macro
 /// stamps them: the one registry, read by [`conformance_tests!`] and by the
@@ -132,6 +134,9 @@ macro_rules! conformance_tests {
             hostile::invalid_factory_configs_are_refused,
             hostile::corrupt_snapshot_file_is_an_error_at_start,
             hostile::truncated_data_files_are_an_error_or_recovered,
+            peers::peers_need_a_certificate_from_the_cluster_ca,
+            peers::certificates_rotate_without_a_restart,
+            peers::connection_floods_are_bounded,
         ] ; params: [
             basics::replicas_apply_the_identical_sequence(nodes: usize) =>
                 [one_node = 1, three_nodes = 3, five_nodes = 5],

@@ -77,6 +77,8 @@ impl Factory for EtcdFactory {
         config.validate()?;
         self.config.validate()?;
         let local_ip = config.outbound_source_ip()?;
+        let credentials = config.peer_credentials().await?;
+        let peer_limits = config.peer_limits;
         let members = members_of(&config);
         let local_raft_id = raft_id(&config.local_id);
 
@@ -177,7 +179,11 @@ impl Factory for EtcdFactory {
         let (failures_tx, failures_rx) = mpsc::channel(FAILURE_QUEUE);
         let outbound = Outbound::new(
             snapshots.clone(),
-            local_ip,
+            raftengine_kit::peer::Dialer::new(
+                credentials.clone(),
+                local_ip,
+                self.config.rpc_timeout,
+            ),
             config.local_id.clone(),
             config.local_address.clone(),
             self.config.rpc_timeout,
@@ -230,6 +236,7 @@ impl Factory for EtcdFactory {
 
         let inbound = Inbound::new(
             config.local_id.clone(),
+            credentials.is_some(),
             events_tx.clone(),
             self.config.rpc_timeout,
             snapshots,
@@ -247,6 +254,8 @@ impl Factory for EtcdFactory {
         Ok(FactoryResult {
             engine: Arc::new(engine),
             transport,
+            peer_credentials: credentials,
+            peer_limits,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! appears in its public API.
 //!
 //! ```no_run
+//! use raftengine::tls::{PeerSecurity, PeerTls};
 //! use raftengine::{Factory, FactoryConfig};
 //! use raftengine_etcd::{EtcdConfig, EtcdFactory};
 //! # struct Sm;
@@ -25,7 +26,16 @@
 //! let address = listener.local_addr().unwrap().to_string();
 //! let factory = EtcdFactory::new(EtcdConfig::default());
 //! let created = factory
-//!     .create(FactoryConfig::new("n1", address, "/var/lib/app/raft", Sm).with_bootstrap(true))
+//!     .create(
+//!         FactoryConfig::new("n1", address, "/var/lib/app/raft", Sm)
+//!             .with_bootstrap(true)
+//!             // The node's certificate names "n1" (raftengine::tls::node_id_uri).
+//!             .with_peer_security(PeerSecurity::Tls(PeerTls::new(
+//!                 "/etc/app/ca.pem",
+//!                 "/etc/app/n1.pem",
+//!                 "/etc/app/n1.key",
+//!             ))),
+//!     )
 //!     .await?;
 //! let _server = created.serve(listener)?;
 //! # Ok(()) }

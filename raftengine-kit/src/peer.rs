@@ -1,5 +1,7 @@
 //! What every backend's peer transport does the same way: the client
-//! endpoint's defaults and the removed-node notice's delivery.
+//! endpoint's defaults, dialling a peer (plaintext or TLS, the peer's
+//! certificate checked against the node id being dialled), and the
+//! removed-node notice's delivery.
 //!
 //! The wire messages stay each backend's own (their payload encodings
 //! differ on purpose); these helpers take the call as a closure.
@@ -8,7 +10,9 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use raftengine::tls::PeerCredentials;
+use tokio::net::{TcpSocket, TcpStream};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// HTTP/2 keepalive pings on a peer connection, so a half-open TCP
 /// connection (a peer that lost power) is noticed without waiting for a
@@ -43,6 +47,176 @@ pub fn endpoint(
             .keep_alive_timeout(connect_timeout)
             .keep_alive_while_idle(true),
     )
+}
+
+/// How a backend dials its peers: which source IP, within what deadline,
+/// and with or without TLS.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    credentials: Option<PeerCredentials>,
+    local_ip: Option<IpAddr>,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    /// `credentials` from `FactoryConfig::peer_credentials` (`None`:
+    /// plaintext); `local_ip` from `FactoryConfig::outbound_source_ip`.
+    pub fn new(
+        credentials: Option<PeerCredentials>,
+        local_ip: Option<IpAddr>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Dialer {
+            credentials,
+            local_ip,
+            connect_timeout,
+        }
+    }
+
+    /// The [`endpoint`] for `address` with this dialer's settings.
+    pub fn endpoint(&self, address: &str) -> Option<Endpoint> {
+        endpoint(address, self.connect_timeout, self.local_ip)
+    }
+
+    /// A channel to the peer whose [`numeric_id`](raftengine::numeric_id)
+    /// is `to`, reached at `endpoint`'s address; it connects on first use
+    /// and again after a failure. With TLS, each connection reads the
+    /// credentials again and is made only if the peer's certificate chains
+    /// to the CA and names a node id whose numeric id is `to`: a wrong or
+    /// stale address reaches nobody else.
+    pub fn channel(&self, endpoint: Endpoint, to: u64) -> Channel {
+        let Some(credentials) = self.credentials.clone() else {
+            return endpoint.connect_lazy();
+        };
+        let (local_ip, deadline) = (self.local_ip, self.connect_timeout);
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+            let credentials = credentials.clone();
+            async move {
+                let tcp = tokio::time::timeout(deadline, connect_tcp(&uri, local_ip))
+                    .await
+                    .map_err(|_| format!("connect to {uri} timed out after {deadline:?}"))??;
+                let config = credentials
+                    .client_config(move |id| raftengine::numeric_id(id) == to)
+                    .await?;
+                // The verifier checks the node id, not a host name; the
+                // name is a placeholder rustls requires.
+                let name = rustls::pki_types::ServerName::try_from("raftengine-peer")
+                    .map_err(|e| format!("server name: {e}"))?;
+                let tls = tokio::time::timeout(
+                    deadline,
+                    tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| format!("TLS handshake with {uri} timed out after {deadline:?}"))??;
+                Ok::<_, raftengine::BoxError>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+    }
+}
+
+/// A TCP connection to `uri`'s host and port, from `local_ip` if set, with
+/// `TCP_NODELAY`.
+async fn connect_tcp(uri: &Uri, local_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let invalid = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} in {uri}"))
+    };
+    let host = uri.host().ok_or_else(|| invalid("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
+    let mut last = invalid("no address");
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local_ip {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                return Ok(tcp);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Who made an inbound call, as far as the connection proves it.
+///
+/// With TLS the verified certificate names one node id, and every id the
+/// call claims to speak for (a batch's sender, a message's `from`, a
+/// vote's candidate) must be that one; a call on a connection that was
+/// not verified is refused outright. In plaintext mode nothing is proven
+/// and every claim passes: that is what the opt-out means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    certified: Option<String>,
+}
+
+impl Caller {
+    /// The caller of `request`; `tls` is whether this node runs with TLS.
+    ///
+    /// # Errors
+    ///
+    /// `Unauthenticated` when `tls` is on and the call did not come
+    /// through a verified connection ([`raftengine::tls::PeerIncoming`])
+    /// or its certificate names no node id.
+    pub fn of<T>(request: &tonic::Request<T>, tls: bool) -> Result<Self, tonic::Status> {
+        if !tls {
+            return Ok(Caller { certified: None });
+        }
+        match raftengine::tls::PeerInfo::of(request) {
+            Some(info) if info.authenticated => match &info.node_id {
+                Some(id) => Ok(Caller {
+                    certified: Some(id.clone()),
+                }),
+                None => Err(tonic::Status::unauthenticated(
+                    "the peer's certificate names no node id",
+                )),
+            },
+            _ => Err(tonic::Status::unauthenticated(
+                "peer calls need mutual TLS; this connection is not authenticated",
+            )),
+        }
+    }
+
+    /// The node id the certificate names (`None` in plaintext mode).
+    pub fn certified(&self) -> Option<&str> {
+        self.certified.as_deref()
+    }
+
+    /// Checks a claimed sender id.
+    ///
+    /// # Errors
+    ///
+    /// `PermissionDenied` when the certificate names another node.
+    pub fn speaks_as(&self, claimed: &str) -> Result<(), tonic::Status> {
+        match &self.certified {
+            Some(id) if id != claimed => Err(tonic::Status::permission_denied(format!(
+                "the certificate is for {id:?}, the call claims to come from {claimed:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a claimed sender given as a [`numeric_id`](raftengine::numeric_id).
+    ///
+    /// # Errors
+    ///
+    /// `PermissionDenied` when the certificate names another node.
+    pub fn speaks_as_numeric(&self, claimed: u64) -> Result<(), tonic::Status> {
+        match &self.certified {
+            Some(id) if raftengine::numeric_id(id) != claimed => {
+                Err(tonic::Status::permission_denied(format!(
+                    "the certificate is for {id:?}, the call claims to come from node {claimed}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How many times the removed-node notice is tried before the leader gives
@@ -85,6 +259,69 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(info: Option<raftengine::tls::PeerInfo>) -> tonic::Request<()> {
+        let mut r = tonic::Request::new(());
+        if let Some(info) = info {
+            r.extensions_mut().insert(info);
+        }
+        r
+    }
+
+    fn certified(id: Option<&str>) -> tonic::Request<()> {
+        request(Some(raftengine::tls::PeerInfo::new(
+            None,
+            id.map(str::to_owned),
+            true,
+        )))
+    }
+
+    #[test]
+    fn with_tls_a_call_speaks_only_as_its_certificate() {
+        let n3 = Caller::of(&certified(Some("n3")), true).unwrap();
+        assert_eq!(n3.certified(), Some("n3"));
+        n3.speaks_as("n3").unwrap();
+        n3.speaks_as_numeric(raftengine::numeric_id("n3")).unwrap();
+        let denied = n3.speaks_as("n2").unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+        let denied = n3
+            .speaks_as_numeric(raftengine::numeric_id("n2"))
+            .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    }
+
+    #[test]
+    fn with_tls_an_unproven_call_is_refused() {
+        let unproven = [
+            ("no connection info", request(None)),
+            ("a certificate without a node id", certified(None)),
+            (
+                "a connection that was not verified",
+                request(Some(raftengine::tls::PeerInfo::new(
+                    None,
+                    Some("n2".into()),
+                    false,
+                ))),
+            ),
+        ];
+        for (what, r) in unproven {
+            let refused = Caller::of(&r, true).unwrap_err();
+            assert_eq!(
+                refused.code(),
+                tonic::Code::Unauthenticated,
+                "{what}: {refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn in_plaintext_every_claim_passes() {
+        let anyone = Caller::of(&request(None), false).unwrap();
+        assert_eq!(anyone.certified(), None);
+        anyone.speaks_as("n2").unwrap();
+        anyone.speaks_as_numeric(7).unwrap();
+    }
+
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

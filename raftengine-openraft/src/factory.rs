@@ -55,6 +55,8 @@ impl Factory for OpenraftFactory {
         let raft_config = Arc::new(self.config.to_openraft()?);
         let node_id = numeric_id(&config.local_id);
         let local_ip = config.outbound_source_ip()?;
+        let credentials = config.peer_credentials().await?;
+        let peer_limits = config.peer_limits;
 
         let bootstrap_voters = config.bootstrap_voters();
         let data_dir = config.data_dir.clone();
@@ -88,7 +90,11 @@ impl Factory for OpenraftFactory {
         let log_syncs = opened.store.sync_counter();
         let outbound = Arc::new(Outbound::new(
             node_id,
-            local_ip,
+            raftengine_kit::peer::Dialer::new(
+                credentials.clone(),
+                local_ip,
+                self.config.rpc_timeout,
+            ),
             self.config.rpc_timeout,
             self.config.max_message_bytes(),
             self.config.snapshot_install_timeout,
@@ -186,6 +192,7 @@ impl Factory for OpenraftFactory {
             contact: contact.clone(),
             local_id: config.local_id.clone(),
             node_id,
+            tls: credentials.is_some(),
             watched: watched.clone(),
         };
         let transport = tonic::service::Routes::new(inbound.into_service());
@@ -206,6 +213,8 @@ impl Factory for OpenraftFactory {
         Ok(FactoryResult {
             engine: Arc::new(engine),
             transport,
+            peer_credentials: credentials,
+            peer_limits,
         })
     }
 }

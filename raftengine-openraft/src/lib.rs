@@ -7,6 +7,7 @@
 //! onto `raftengine`'s traits. No openraft type appears in its public API.
 //!
 //! ```no_run
+//! use raftengine::tls::{PeerSecurity, PeerTls};
 //! use raftengine::{Factory, FactoryConfig};
 //! use raftengine_openraft::{OpenraftConfig, OpenraftFactory};
 //! # struct Sm;
@@ -26,7 +27,16 @@
 //! let address = listener.local_addr().unwrap().to_string();
 //! let factory = OpenraftFactory::new(OpenraftConfig::default());
 //! let created = factory
-//!     .create(FactoryConfig::new("n1", address, "/var/lib/app/raft", Sm).with_bootstrap(true))
+//!     .create(
+//!         FactoryConfig::new("n1", address, "/var/lib/app/raft", Sm)
+//!             .with_bootstrap(true)
+//!             // The node's certificate names "n1" (raftengine::tls::node_id_uri).
+//!             .with_peer_security(PeerSecurity::Tls(PeerTls::new(
+//!                 "/etc/app/ca.pem",
+//!                 "/etc/app/n1.pem",
+//!                 "/etc/app/n1.key",
+//!             ))),
+//!     )
 //!     .await?;
 //! let _server = created.serve(listener)?;
 //! let engine = created.engine;

@@ -337,3 +337,45 @@ fn two_logs_in_one_process_each_read_their_own_entries() {
         }
     });
 }
+
+/// A follower being sent the current snapshot while a newer one is built
+/// must find its file: the build used to purge the old file before
+/// `current` named the new one, and openraft stopped fatally on
+/// "Read Snapshot(None): No such file or directory".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_snapshot_is_never_purged_under_a_reader() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = SnapshotDir::new(dir.path()).unwrap();
+    let mut sm = StateMachineAdapter::open(Sum::default(), snapshots).unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let mut sm = sm.clone();
+        let done = done.clone();
+        async move {
+            let mut served = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                if let Err(e) = sm.get_current_snapshot().await {
+                    return Err(format!("after {served} reads: {e}"));
+                }
+                served += 1;
+            }
+            Ok(served)
+        }
+    });
+    for i in 1..=300u64 {
+        let batch = futures::stream::iter([Ok((entry(1, i), None))]);
+        sm.apply(batch).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let served = reader.await.unwrap().unwrap();
+    assert!(served > 0, "the reader never ran");
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id, Some(log_id(1, 300)));
+}

@@ -153,11 +153,28 @@ impl<S: StateMachine> StateMachineAdapter<S> {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn current(&self) -> MutexGuard<'_, Option<SnapshotMeta>> {
-        self.shared
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Makes the snapshot `meta` (its file already published) the one
+    /// `get_current_snapshot` serves, then deletes the others. Blocking.
+    ///
+    /// Both under the `current` lock: before, a snapshot built while
+    /// another was being read for a follower purged the file that
+    /// `current` still named, and openraft stopped fatally on
+    /// "Read Snapshot(None): No such file or directory" (seen once in the
+    /// power-cut case, in a leader sending a snapshot to a restarted
+    /// follower). A snapshot older than the current one (a build that
+    /// finished after an install of a newer one) never replaces it.
+    fn make_current(shared: &Shared<S>, meta: &SnapshotMeta) {
+        let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
+        let index_of = |m: &SnapshotMeta| m.last_log_id.map(|l| l.index);
+        if current
+            .as_ref()
+            .is_some_and(|c| index_of(c) > index_of(meta))
+        {
+            return;
+        }
+        *current = Some(meta.clone());
+        let (index, term) = file_name_of(meta);
+        shared.snapshots.purge_except(index, term);
     }
 
     /// The id of the last entry applied.
@@ -218,23 +235,23 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for StateMachineAdapter<S>
         let shared = self.shared.clone();
         let meta_bytes = encode_io(&meta, "snapshot metadata")?;
         let (index, term) = file_name_of(&meta);
-        let file = tokio::task::spawn_blocking(move || -> io::Result<SnapshotFile> {
-            let dir = &shared.snapshots;
-            let mut body = WithMeta {
-                meta: meta_bytes,
-                inner: snap,
-            };
-            dir.write(index, term, &mut body).map_err(io_from)?;
-            dir.purge_except(index, term);
-            let path = dir.path(index, term);
-            Ok(SnapshotFile {
-                file: File::open(&path)?,
-                path,
-            })
+        let file = tokio::task::spawn_blocking({
+            let meta = meta.clone();
+            move || -> io::Result<SnapshotFile> {
+                let dir = &shared.snapshots;
+                let mut body = WithMeta {
+                    meta: meta_bytes,
+                    inner: snap,
+                };
+                dir.write(index, term, &mut body).map_err(io_from)?;
+                let path = dir.path(index, term);
+                let file = File::open(&path)?;
+                Self::make_current(&shared, &meta);
+                Ok(SnapshotFile { file, path })
+            }
         })
         .await
         .map_err(join_err)??;
-        *self.current() = Some(meta.clone());
         Ok(Snapshot {
             meta,
             snapshot: file,
@@ -310,12 +327,11 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
             a.membership = found.last_membership;
             drop(a);
             Self::publish_last(&shared, found.last_log_id);
-            dir.purge_except(index, term);
+            Self::make_current(&shared, &expected);
             Ok(())
         })
         .await
         .map_err(join_err)??;
-        *self.current() = Some(meta.clone());
         Ok(())
     }
 
@@ -323,20 +339,24 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineAdapter<S> {
         &mut self,
     ) -> io::Result<Option<Snapshot<crate::types::Committed, u64, crate::types::Peer, SnapshotFile>>>
     {
-        let Some(meta) = self.current().clone() else {
-            return Ok(None);
-        };
-        let (index, term) = file_name_of(&meta);
-        let path = self.shared.snapshots.path(index, term);
-        let file = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || File::open(path)
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            // Under the lock `make_current` purges with, so the file of the
+            // snapshot read here cannot be deleted before it is open (an
+            // open file stays readable after its name is gone).
+            let current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(meta) = current.clone() else {
+                return Ok(None);
+            };
+            let (index, term) = file_name_of(&meta);
+            let path = shared.snapshots.path(index, term);
+            let file = File::open(&path)?;
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: SnapshotFile { file, path },
+            }))
         })
         .await
-        .map_err(join_err)??;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: SnapshotFile { file, path },
-        }))
+        .map_err(join_err)?
     }
 }

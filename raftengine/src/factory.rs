@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::server::TransportServer;
 use crate::state_machine::StateMachine;
+use crate::tls::{PeerCredentials, PeerLimits, PeerSecurity};
 use crate::types::{Server, Suffrage};
 
 /// Engine-agnostic input to [`Factory::create`].
@@ -51,6 +52,13 @@ pub struct FactoryConfig<S> {
     /// injection) must see which node a connection comes from. Needs an
     /// `ip:port` `local_address` ([`FactoryConfig::outbound_source_ip`]).
     pub bind_outbound_to_local_ip: bool,
+    /// How peers authenticate ([`PeerSecurity`]). Required: `None` is
+    /// refused by [`FactoryConfig::validate`], so plaintext is always an
+    /// explicit choice.
+    pub peer_security: Option<PeerSecurity>,
+    /// What the peer port holds open at once ([`PeerLimits`]; defaults
+    /// documented there). [`FactoryResult::serve`] applies them.
+    pub peer_limits: PeerLimits,
     /// The application's state machine.
     pub state_machine: S,
 }
@@ -65,13 +73,16 @@ impl<S> fmt::Debug for FactoryConfig<S> {
             .field("bootstrap", &self.bootstrap)
             .field("join_as_learner", &self.join_as_learner)
             .field("bind_outbound_to_local_ip", &self.bind_outbound_to_local_ip)
+            .field("peer_security", &self.peer_security)
+            .field("peer_limits", &self.peer_limits)
             .finish_non_exhaustive()
     }
 }
 
 impl<S> FactoryConfig<S> {
-    /// A node with no peers that does not bootstrap; set those with the
-    /// `with_*` methods.
+    /// A node with no peers that does not bootstrap and no peer security
+    /// chosen yet; set those with the `with_*` methods
+    /// ([`with_peer_security`](Self::with_peer_security) is required).
     pub fn new(
         local_id: impl Into<String>,
         local_address: impl Into<String>,
@@ -86,7 +97,59 @@ impl<S> FactoryConfig<S> {
             bootstrap: false,
             join_as_learner: false,
             bind_outbound_to_local_ip: false,
+            peer_security: None,
+            peer_limits: PeerLimits::default(),
             state_machine,
+        }
+    }
+
+    /// Sets [`FactoryConfig::peer_security`].
+    pub fn with_peer_security(mut self, security: PeerSecurity) -> Self {
+        self.peer_security = Some(security);
+        self
+    }
+
+    /// Sets [`FactoryConfig::peer_limits`].
+    pub fn with_peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.peer_limits = limits;
+        self
+    }
+
+    /// Loads the peer TLS material ([`PeerCredentials::load`]); `None` for
+    /// [`PeerSecurity::Plaintext`], which is logged as a warning. Backends
+    /// call it in [`Factory::create`] and hand the result to their
+    /// transport and to [`FactoryResult::peer_credentials`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when no security was chosen or the TLS
+    /// files do not pass [`PeerCredentials::load`]'s checks.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    ///
+    /// The future owns copies of what it needs, so it does not hold the
+    /// config (whose state machine need not be `Sync`) across its awaits.
+    pub fn peer_credentials(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<PeerCredentials>>> + Send + 'static {
+        let security = self.peer_security.clone();
+        let (local_id, local_address) = (self.local_id.clone(), self.local_address.clone());
+        async move {
+            match security {
+                None => Err(no_security()),
+                Some(PeerSecurity::Plaintext) => {
+                    tracing::warn!(
+                        node = %local_id,
+                        "peer transport is PLAINTEXT: anyone who reaches {local_address} can speak as any member"
+                    );
+                    Ok(None)
+                }
+                Some(PeerSecurity::Tls(tls)) => {
+                    PeerCredentials::load(&tls, &local_id).await.map(Some)
+                }
+            }
         }
     }
 
@@ -149,8 +212,10 @@ impl<S> FactoryConfig<S> {
     /// [`Error::InvalidConfig`] for an empty id, an address that is not
     /// `host:port` ([`check_address`]), duplicate peer ids, two ids with
     /// one [`numeric_id`](crate::numeric_id), a bootstrap peer list that
-    /// lacks the local node or lists it as a learner, or `bootstrap`
-    /// together with `join_as_learner`.
+    /// lacks the local node or lists it as a learner, `bootstrap`
+    /// together with `join_as_learner`, or no
+    /// [`peer_security`](Self::peer_security). The TLS files themselves are
+    /// checked by [`peer_credentials`](Self::peer_credentials).
     pub fn validate(&self) -> Result<()> {
         if self.local_id.is_empty() {
             return Err(Error::InvalidConfig("local_id is empty".into()));
@@ -181,6 +246,10 @@ impl<S> FactoryConfig<S> {
             }
         }
         self.outbound_source_ip()?;
+        if self.peer_security.is_none() {
+            return Err(no_security());
+        }
+        self.peer_limits.check().map_err(Error::InvalidConfig)?;
         crate::numeric_id::check_numeric_ids(
             std::iter::once(self.local_id.as_str()).chain(self.peers.iter().map(|p| p.id.as_str())),
         )?;
@@ -225,6 +294,14 @@ impl<S> FactoryConfig<S> {
     }
 }
 
+fn no_security() -> Error {
+    Error::InvalidConfig(
+        "no peer security chosen: set FactoryConfig::with_peer_security(PeerSecurity::Tls(..)) \
+         (or PeerSecurity::Plaintext, for tests and closed networks only)"
+            .into(),
+    )
+}
+
 /// What [`Factory::create`] returns: the engine and its transport.
 pub struct FactoryResult<R: 'static> {
     /// The running engine.
@@ -232,8 +309,16 @@ pub struct FactoryResult<R: 'static> {
     /// The engine's gRPC transport. Mount it on the application's own tonic
     /// server (`Server::builder().add_routes(transport)`, so application and
     /// Raft share one port), or serve it alone with
-    /// [`FactoryResult::serve`].
+    /// [`FactoryResult::serve`]. With TLS, the server must accept through
+    /// [`PeerIncoming`](crate::tls::PeerIncoming) (as `serve` does): the transport refuses calls
+    /// that did not come through a verified connection.
     pub transport: tonic::service::Routes,
+    /// The TLS material the transport was created with (`None`:
+    /// plaintext), for serving it through [`PeerIncoming`](crate::tls::PeerIncoming).
+    pub peer_credentials: Option<PeerCredentials>,
+    /// The limits [`serve`](Self::serve) applies
+    /// ([`FactoryConfig::peer_limits`]).
+    pub peer_limits: PeerLimits,
 }
 
 impl<R: 'static> fmt::Debug for FactoryResult<R> {
@@ -283,7 +368,12 @@ impl<R: 'static> FactoryResult<R> {
     ///
     /// [`Error::Transport`] if the listener's address cannot be read.
     pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<TransportServer> {
-        TransportServer::spawn(self.transport.clone(), listener)
+        TransportServer::spawn(
+            self.transport.clone(),
+            listener,
+            self.peer_credentials.clone(),
+            self.peer_limits,
+        )
     }
 }
 
@@ -346,8 +436,24 @@ fn detail(e: Error) -> String {
 mod tests {
     use super::*;
 
+    /// Plaintext, so that each invalid config below fails for its own
+    /// reason and not for the missing security choice.
+    fn at(id: &str, address: &str) -> FactoryConfig<()> {
+        FactoryConfig::new(id, address, "/tmp/x", ())
+            .with_peer_security(crate::tls::PeerSecurity::Plaintext)
+    }
+
     fn cfg() -> FactoryConfig<()> {
-        FactoryConfig::new("n1", "127.0.0.1:1", "/tmp/x", ())
+        at("n1", "127.0.0.1:1")
+    }
+
+    #[test]
+    fn a_missing_security_choice_is_refused() {
+        let unchosen = FactoryConfig::new("n1", "127.0.0.1:1", "/tmp/x", ());
+        match unchosen.validate() {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains("no peer security"), "{m}"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
     }
 
     #[test]
@@ -367,8 +473,8 @@ mod tests {
     #[test]
     fn invalid_configs_get_typed_errors() {
         let bad = [
-            FactoryConfig::new("", "a:1", "/tmp", ()),
-            FactoryConfig::new("n1", "", "/tmp", ()),
+            at("", "a:1"),
+            at("n1", ""),
             cfg().with_peers(vec![Server::voter("n2", "a"), Server::voter("n2", "b")]),
             cfg().with_peers(vec![Server::voter("n1", "127.0.0.1:99")]),
             cfg()
@@ -379,8 +485,7 @@ mod tests {
                 .with_peers(vec![Server::learner("n1", "127.0.0.1:1")]),
             cfg().with_bootstrap(true).with_join_as_learner(true),
             // A host name names no single source address to bind.
-            FactoryConfig::new("n1", "localhost:7001", "/tmp", ())
-                .with_bind_outbound_to_local_ip(true),
+            at("n1", "localhost:7001").with_bind_outbound_to_local_ip(true),
             cfg().with_peers(vec![
                 Server::voter("n-e3aa66b1beb61d74", "127.0.0.1:2"),
                 Server::voter("n-d6d8a48942f97c9d", "127.0.0.1:3"),

@@ -41,6 +41,7 @@
 //!     Admin, CatchUp, Engine, Factory, FactoryConfig, LeaderView, LeaseProvider,
 //!     Proposer, Server, Snapshot, StateMachine, State,
 //! };
+//! use raftengine::tls::{PeerSecurity, PeerTls};
 //!
 //! type Map = Arc<RwLock<BTreeMap<String, String>>>;
 //!
@@ -99,7 +100,15 @@
 //!
 //!     let map = Map::default();
 //!     let config = FactoryConfig::new("n1", address.clone(), data_dir, Kv(map.clone()))
-//!         .with_bootstrap(true);
+//!         .with_bootstrap(true)
+//!         // Mutual TLS between peers; the certificate names node "n1"
+//!         // (`raftengine::tls::node_id_uri`). `PeerSecurity::Plaintext` is
+//!         // the explicit opt-out.
+//!         .with_peer_security(PeerSecurity::Tls(PeerTls::new(
+//!             "/etc/app/ca.pem",
+//!             "/etc/app/n1.pem",
+//!             "/etc/app/n1.key",
+//!         )));
 //!     let created = factory.create(config).await?;
 //!     let _server = created.serve(listener)?; // or mount created.transport on your server
 //!     let engine: Arc<dyn Engine<Option<String>>> = created.engine;
@@ -163,6 +172,7 @@ mod proposer;
 mod readers;
 mod server;
 mod state_machine;
+pub mod tls;
 mod types;
 
 pub use address::check_address;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 use crate::error::{Error, Result};
+use crate::tls::{PeerCredentials, PeerIncoming, PeerLimits};
 
 /// A tonic server running an engine's transport on a listener of its own.
 ///
@@ -22,21 +22,27 @@ pub struct TransportServer {
 }
 
 impl TransportServer {
-    /// Serves `routes` on `listener` in a new task.
+    /// Serves `routes` on `listener` in a new task, through
+    /// [`PeerIncoming`] (TLS with `credentials`, plaintext without).
     ///
     /// # Errors
     ///
     /// [`Error::Transport`] if the listener's address cannot be read.
-    pub fn spawn(routes: Routes, listener: tokio::net::TcpListener) -> Result<Self> {
+    pub fn spawn(
+        routes: Routes,
+        listener: tokio::net::TcpListener,
+        credentials: Option<PeerCredentials>,
+        limits: PeerLimits,
+    ) -> Result<Self> {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::transport("read listener address", e))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        // Raft traffic is many small frames; Nagle would add 40 ms stalls.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = PeerIncoming::new(listener, credentials, limits);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .max_concurrent_streams(Some(limits.max_concurrent_streams))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

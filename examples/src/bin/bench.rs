@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use raftengine::tls::PeerSecurity;
 use raftengine::{Engine, Factory, FactoryConfig, Server, State, TransportServer};
+use raftengine_conformance::TestPki;
 use raftengine_examples::engines::{self, WithFactory};
 use raftengine_examples::{KvMachine, Map, put};
 use serde::{Deserialize, Serialize};
@@ -209,6 +211,9 @@ struct Cluster<F: Factory> {
     factory: F,
     nodes: Vec<Node>,
     peers: Vec<Server>,
+    /// With mutual TLS between peers (certificates from this CA); without,
+    /// plaintext.
+    pki: Option<TestPki>,
 }
 
 impl<F: Factory> Cluster<F> {
@@ -221,7 +226,7 @@ impl<F: Factory> Cluster<F> {
             .sum()
     }
 
-    async fn start(factory: F, n: usize, root: &Path) -> Self {
+    async fn start(factory: F, n: usize, root: &Path, tls: bool) -> Self {
         let mut listeners = Vec::new();
         let mut peers = Vec::new();
         for i in 0..n {
@@ -238,6 +243,7 @@ impl<F: Factory> Cluster<F> {
             factory,
             nodes: Vec::new(),
             peers: peers.clone(),
+            pki: tls.then(|| TestPki::new("bench CA")),
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let node = c
@@ -259,7 +265,8 @@ impl<F: Factory> Cluster<F> {
         let map = sm.map.clone();
         let cfg = FactoryConfig::new(id, address, dir.clone(), sm)
             .with_peers(self.peers.clone())
-            .with_bootstrap(true);
+            .with_bootstrap(true)
+            .with_peer_security(self.security(id));
         let created = self.factory.create(cfg).await.expect("create engine");
         let server = created.serve(l).expect("serve");
         Node {
@@ -269,6 +276,13 @@ impl<F: Factory> Cluster<F> {
             map,
             engine: Some(created.engine),
             server: Some(server),
+        }
+    }
+
+    fn security(&self, id: &str) -> PeerSecurity {
+        match &self.pki {
+            Some(pki) => PeerSecurity::Tls(pki.node(id)),
+            None => PeerSecurity::Plaintext,
         }
     }
 
@@ -336,7 +350,8 @@ impl<F: Factory> Cluster<F> {
         let address = listener.local_addr().expect("addr").to_string();
         let cfg = FactoryConfig::new("learner", address.clone(), dir, KvMachine::default())
             .with_peers(self.peers.clone())
-            .with_join_as_learner(true);
+            .with_join_as_learner(true)
+            .with_peer_security(self.security("learner"));
         let created = self.factory.create(cfg).await.expect("create learner");
         let server = created.serve(listener).expect("serve learner");
         let learner = created.engine;
@@ -512,6 +527,7 @@ async fn run_engine<F: Factory + Clone>(
         factory.clone(),
         args.nodes,
         &ctx.root.join(format!("{name}-{}", args.nodes)),
+        false,
     )
     .await;
     let l = cluster.leader().await;
@@ -644,7 +660,13 @@ async fn run_engine<F: Factory + Clone>(
         "[{name}] 1 node, write, {} clients",
         args.read_clients
     ));
-    let single = Cluster::start(factory, 1, &ctx.root.join(format!("{name}-1"))).await;
+    let single = Cluster::start(
+        factory.clone(),
+        1,
+        &ctx.root.join(format!("{name}-1")),
+        false,
+    )
+    .await;
     let e = single.engine(single.leader().await);
     let p = payload.clone();
     let syncs = single.log_syncs();
@@ -658,6 +680,34 @@ async fn run_engine<F: Factory + Clone>(
     row.fsyncs_per_write = per_write;
     rows.push(row);
     single.shutdown().await;
+
+    // The same write load with mutual TLS between the peers: what TLS costs.
+    ctx.step(format!(
+        "[{name}] write with peer TLS, {} clients",
+        args.read_clients
+    ));
+    let secured = Cluster::start(
+        factory,
+        args.nodes,
+        &ctx.root.join(format!("{name}-{}-tls", args.nodes)),
+        true,
+    )
+    .await;
+    let e = secured.engine(secured.leader().await);
+    let syncs = secured.log_syncs();
+    let r = load(args.read_clients, dur, move |c, n| {
+        let (e, data) = (
+            e.clone(),
+            put(format!("k{c}-{}", n % 1024).as_bytes(), &payload),
+        );
+        async move { e.propose(data).await.is_ok() }
+    })
+    .await;
+    let per_write = fsyncs_per_write(secured.log_syncs() - syncs, r.completed, args.nodes);
+    let mut row = measured("write_tls", args.nodes, args.read_clients, r, true);
+    row.fsyncs_per_write = per_write;
+    rows.push(row);
+    secured.shutdown().await;
 }
 
 /// Log fsyncs per acknowledged write per replica (see `Row`).

@@ -1,16 +1,18 @@
 //! The replicated key-value service: `kv serve` runs one node; the other
 //! subcommands are its client. See the README for a 3-node walkthrough.
 //!
-//! The node's Raft transport and the client API share one port. The engine
-//! is chosen with `--engine` among the ones compiled in (cargo features
-//! `etcd` and `openraft`); everything else codes against `raftengine`'s
-//! traits only.
+//! The node's Raft transport (`--listen`, peers only: mutual TLS unless
+//! `--plaintext-peers`) and its client API (`--api`) listen apart. The
+//! engine is chosen with `--engine` among the ones compiled in (cargo
+//! features `etcd` and `openraft`); everything else codes against
+//! `raftengine`'s traits only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use raftengine::tls::{PeerLimits, PeerSecurity, PeerTls};
 use raftengine::{Factory, FactoryConfig, Server, StopReason, TransportServer};
 use raftengine_examples::KvMachine;
 use raftengine_examples::api::kv_client::KvClient;
@@ -18,7 +20,7 @@ use raftengine_examples::api::{
     Empty, GetRequest, KeyRequest, MemberRequest, PutRequest, ReadMode,
 };
 use raftengine_examples::engines::{WithFactory, with_factory};
-use raftengine_examples::service::{KvService, LEADER_ADDRESS};
+use raftengine_examples::service::{KvService, LEADER_ADDRESS, publish_api_address};
 use tonic::transport::Channel;
 
 /// A replicated key-value store on raftengine.
@@ -59,9 +61,27 @@ enum Command {
         /// This node's id.
         #[arg(long)]
         id: String,
-        /// Address to listen on (Raft and client API), e.g. 127.0.0.1:7001.
+        /// Address the Raft transport listens on (peers only), e.g.
+        /// 127.0.0.1:7001; the address other members know this node by.
         #[arg(long)]
         listen: String,
+        /// Address the client API listens on, e.g. 127.0.0.1:8001.
+        #[arg(long)]
+        api: String,
+        /// The CA peers' certificates must chain to (PEM).
+        #[arg(long, requires_all = ["peer_cert", "peer_key"], conflicts_with = "plaintext_peers")]
+        peer_ca: Option<PathBuf>,
+        /// This node's certificate (PEM), naming its id
+        /// (`urn:raftengine:node:<id>`); `kv gen-certs` makes one.
+        #[arg(long, requires = "peer_ca")]
+        peer_cert: Option<PathBuf>,
+        /// This node's private key (PEM).
+        #[arg(long, requires = "peer_ca")]
+        peer_key: Option<PathBuf>,
+        /// Run the Raft transport without TLS: anyone who reaches
+        /// `--listen` can speak as any member. Closed networks only.
+        #[arg(long)]
+        plaintext_peers: bool,
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
@@ -98,6 +118,16 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         addr: Vec<String>,
         key: String,
+    },
+    /// Issue a trial cluster's certificates into `--out`: a CA (made on
+    /// first use, kept in `ca.pem`/`ca.key`) and `<id>.pem`/`<id>.key` for
+    /// each id. For trying TLS out; production certificates come from the
+    /// operator's own CA.
+    GenCerts {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
     /// Show a node's status.
     Status {
@@ -152,6 +182,8 @@ fn parse_peers(peers: &[String]) -> Result<Vec<Server>, String> {
 struct Serve {
     id: String,
     listen: String,
+    api: String,
+    security: PeerSecurity,
     data_dir: PathBuf,
     peers: Vec<Server>,
     bootstrap: bool,
@@ -171,6 +203,8 @@ async fn serve<F: Factory>(
     Serve {
         id,
         listen,
+        api,
+        security,
         data_dir,
         peers,
         bootstrap,
@@ -183,17 +217,25 @@ async fn serve<F: Factory>(
     let config = FactoryConfig::new(id.clone(), listen.clone(), data_dir, sm)
         .with_peers(peers)
         .with_bootstrap(bootstrap)
-        .with_join_as_learner(join_as_learner);
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("listen on {listen}: {e}"))?;
+        .with_join_as_learner(join_as_learner)
+        .with_peer_security(security);
+    let bind = |address: String| async move {
+        tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| format!("listen on {address}: {e}"))
+    };
+    let (listener, api_listener) = (bind(listen.clone()).await?, bind(api.clone()).await?);
     let created = factory.create(config).await.map_err(|e| e.to_string())?;
+    let server = created.serve(listener).map_err(|e| e.to_string())?;
     let engine = created.engine;
-    let routes = created
-        .transport
-        .add_service(KvService::new(engine.clone(), map).into_server());
-    let server = TransportServer::spawn(routes, listener).map_err(|e| e.to_string())?;
-    eprintln!("node {id} ({}) serving on {listen}", factory.engine_type());
+    let api_routes = tonic::service::Routes::new(KvService::new(engine.clone(), map).into_server());
+    let api_server = TransportServer::spawn(api_routes, api_listener, None, PeerLimits::default())
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(publish_api_address(engine.clone(), api.clone()));
+    eprintln!(
+        "node {id} ({}) serving peers on {listen}, clients on {api}",
+        factory.engine_type()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     // A stop the operator did not ask for (removed, fatal) exits non-zero,
@@ -204,6 +246,7 @@ async fn serve<F: Factory>(
         reason = engine.stopped() => Some(reason),
     };
     let _ = engine.shutdown().await;
+    let _ = api_server.shutdown().await;
     let _ = server.shutdown().await;
     match unasked {
         None | Some(StopReason::Shutdown) => Ok(()),
@@ -290,9 +333,25 @@ where
     Err(last)
 }
 
+fn gen_certs(out: &std::path::Path, ids: &[String]) -> Result<(), String> {
+    let pki = raftengine_conformance::TestPki::open_or_create(out, "kv trial CA")?;
+    for id in ids {
+        let tls = pki.node(id);
+        println!(
+            "{id}: --peer-ca {} --peer-cert {} --peer-key {}",
+            tls.ca_file.display(),
+            tls.cert_file.display(),
+            tls.key_file.display()
+        );
+    }
+    Ok(())
+}
+
 async fn client(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve { .. } => return Err("serve is not a client command".into()),
+        Command::Serve { .. } | Command::GenCerts { .. } => {
+            return Err("not a client command".into());
+        }
         Command::Put { addr, key, value } => {
             let r = with_leader(&addr, |mut c| {
                 let req = PutRequest {
@@ -425,25 +484,46 @@ async fn main() -> ExitCode {
         Command::Serve {
             id,
             listen,
+            api,
+            peer_ca,
+            peer_cert,
+            peer_key,
+            plaintext_peers,
             data_dir,
             peers,
             bootstrap,
             join_as_learner,
             engine,
-        } => match parse_peers(&peers) {
-            Err(e) => Err(e),
-            Ok(peers) => {
-                let job = Serve {
-                    id,
-                    listen,
-                    data_dir,
-                    peers,
-                    bootstrap,
-                    join_as_learner,
-                };
-                with_factory(engine.name(), job).await.and_then(|r| r)
+        } => {
+            let security = match (peer_ca, peer_cert, peer_key, plaintext_peers) {
+                (Some(ca), Some(cert), Some(key), false) => {
+                    Ok(PeerSecurity::Tls(PeerTls::new(ca, cert, key)))
+                }
+                (None, None, None, true) => Ok(PeerSecurity::Plaintext),
+                _ => Err(
+                    "choose peer security: --peer-ca, --peer-cert and --peer-key, \
+                          or --plaintext-peers"
+                        .to_owned(),
+                ),
+            };
+            match (parse_peers(&peers), security) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(peers), Ok(security)) => {
+                    let job = Serve {
+                        id,
+                        listen,
+                        api,
+                        security,
+                        data_dir,
+                        peers,
+                        bootstrap,
+                        join_as_learner,
+                    };
+                    with_factory(engine.name(), job).await.and_then(|r| r)
+                }
             }
-        },
+        }
+        Command::GenCerts { out, ids } => gen_certs(&out, &ids),
         command => client(command).await,
     };
     match result {

@@ -11,7 +11,7 @@ use crate::kv::put;
 /// cluster keeps committing afterwards.
 pub async fn garbage_on_the_transport_port_is_harmless<F: Factory>(factory: F) {
     let c = Cluster::start(factory, 3).await;
-    let l = c.wait_leader().await;
+    c.wait_leader().await;
     let payloads: [&[u8]; 4] = [
         b"\x00\xff\x13\x37garbage garbage garbage\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -30,33 +30,23 @@ pub async fn garbage_on_the_transport_port_is_harmless<F: Factory>(factory: F) {
             }
         }
     }
-    let mut last = 0;
-    for i in 0..10 {
-        last = c
-            .engine(l)
-            .propose(put(format!("after-garbage{i}"), "ok"))
-            .await
-            .expect("put after garbage")
-            .commit_index;
-    }
-    // A majority is enough to commit, so a follower whose transport the
-    // garbage broke would not show in the writes: every node must apply
-    // them.
-    for i in 0..c.nodes.len() {
-        c.wait_applied(i, last).await;
-    }
+    c.every_node_applies_new_writes("after-garbage", 10).await;
     c.shutdown().await;
 }
 
 /// Invalid factory configurations are refused with `InvalidConfig` before
 /// anything starts (DESIGN §4 item 8).
 pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
+    use raftengine::tls::PeerSecurity;
     use raftengine::{Error, FactoryConfig, Server};
     let dir = tempfile::tempdir().expect("temp dir");
-    let make = |id: &str| {
+    // Plaintext here so that each case is refused for its own reason, not
+    // for a missing security choice (which has a case of its own below).
+    let bare = |id: &str| {
         let (sm, _) = crate::kv::KvStateMachine::new();
         FactoryConfig::new(id, "127.0.0.1:1", dir.path().join(id), sm)
     };
+    let make = |id: &str| bare(id).with_peer_security(PeerSecurity::Plaintext);
     let cases = vec![
         ("an empty id", make("").with_bootstrap(true)),
         (
@@ -83,7 +73,9 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
     // Addresses that are not host:port (issue #13, item 1).
     let at = |address: &str| {
         let (sm, _) = crate::kv::KvStateMachine::new();
-        FactoryConfig::new("a", address, dir.path().join("a"), sm).with_bootstrap(true)
+        FactoryConfig::new("a", address, dir.path().join("a"), sm)
+            .with_bootstrap(true)
+            .with_peer_security(PeerSecurity::Plaintext)
     };
     for bad in [
         "not-an-address",
@@ -110,11 +102,77 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
             Server::voter("b", "garbage"),
         ]),
     ));
-    for (what, cfg) in cases {
+    let mut cases: Vec<_> = cases
+        .into_iter()
+        .map(|(what, cfg)| (what, cfg, ""))
+        .collect();
+    // Peer security (issue #15): no choice made, and TLS files that do not
+    // pass the checks. Each must name what is wrong.
+    let pki = crate::TestPki::new("invalid-config CA");
+    let other_ca = crate::TestPki::new("another CA");
+    let tls = |tls: raftengine::tls::PeerTls| {
+        make("a")
+            .with_bootstrap(true)
+            .with_peer_security(PeerSecurity::Tls(tls))
+    };
+    let good = pki.node("a");
+    // Outside `dir`: the empty-id case's data dir is `dir` itself.
+    let files = tempfile::tempdir().expect("temp dir");
+    let not_pem = files.path().join("not-pem");
+    std::fs::write(&not_pem, b"hello").expect("write");
+    let mut mismatched_key = good.clone();
+    mismatched_key.key_file = pki.issue("a-other-key", Some("a")).key_file;
+    let mut foreign = other_ca.node("a");
+    foreign.ca_file = good.ca_file.clone();
+    let mut missing = good.clone();
+    missing.ca_file = files.path().join("no-such-ca.pem");
+    let mut garbage_cert = good.clone();
+    garbage_cert.cert_file = not_pem.clone();
+    cases.extend([
+        (
+            "no peer security chosen",
+            bare("a").with_bootstrap(true),
+            "no peer security",
+        ),
+        (
+            "a CA file that does not exist",
+            tls(missing),
+            "no-such-ca.pem",
+        ),
+        (
+            "a certificate file that is not PEM",
+            tls(garbage_cert),
+            "holds no certificate",
+        ),
+        (
+            "a certificate for another node",
+            tls(pki.node("b")),
+            "is for node \"b\"",
+        ),
+        (
+            "a certificate that names no node id",
+            tls(pki.issue("anon", None)),
+            "names no node id",
+        ),
+        (
+            "a certificate from another CA",
+            tls(foreign),
+            "does not verify against the CA",
+        ),
+        (
+            "a key that does not fit the certificate",
+            tls(mismatched_key),
+            "does not fit",
+        ),
+    ]);
+    for (what, cfg, names) in cases {
         let data_dir = cfg.data_dir.clone();
         let address = cfg.local_address.clone();
         match factory.create(cfg).await {
-            Err(Error::InvalidConfig(_)) => {}
+            Err(Error::InvalidConfig(message)) => assert!(
+                message.contains(names),
+                "{what}: InvalidConfig should say {names:?}, said {message:?}"
+            ),
             Err(other) => panic!("{what} ({address:?}): expected InvalidConfig, got {other}"),
             Ok(created) => {
                 let _ = created.engine.shutdown().await;

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod linearizability;
 pub mod membership;
 pub mod partitions;
+pub mod peers;
 pub mod power;
 pub mod reads;
 pub mod restart;

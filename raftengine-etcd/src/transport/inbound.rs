@@ -2,6 +2,7 @@
 //! the Raft loop through a [`PeerSink`]; snapshot files received.
 
 use super::*;
+use raftengine_kit::peer::Caller;
 
 /// What a peer sent, checked and decoded, for the Raft loop.
 #[derive(Debug)]
@@ -53,6 +54,9 @@ impl<T: From<PeerInput> + Send + 'static> PeerSink for mpsc::Sender<T> {
 #[derive(Clone)]
 pub(crate) struct Inbound {
     local_id: String,
+    /// Calls must come through a verified TLS connection and speak only
+    /// for the node their certificate names.
+    tls: bool,
     events: Arc<dyn PeerSink>,
     enqueue_timeout: Duration,
     snapshots: SnapshotDir,
@@ -61,12 +65,14 @@ pub(crate) struct Inbound {
 impl Inbound {
     pub(crate) fn new(
         local_id: String,
+        tls: bool,
         events: impl PeerSink,
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
     ) -> Self {
         Inbound {
             local_id,
+            tls,
             events: Arc::new(events),
             enqueue_timeout,
             snapshots,
@@ -84,14 +90,16 @@ impl Inbound {
 impl Inbound {
     /// Checks one batch and hands it to the Raft loop. Nothing of a batch
     /// with one bad message reaches the loop.
-    async fn accept(&self, batch: MessageBatch) -> Result<(), Status> {
+    async fn accept(&self, caller: &Caller, batch: MessageBatch) -> Result<(), Status> {
         if batch.from_id.is_empty() {
             return Err(Status::invalid_argument("batch without a sender id"));
         }
+        caller.speaks_as(&batch.from_id)?;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for raw in &batch.messages {
             let m = Message::parse_from_bytes(raw)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            caller.speaks_as_numeric(m.from)?;
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 // The state machine's bytes must have arrived (and verified)
                 // through InstallSnapshot first.
@@ -129,6 +137,7 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<tonic::Streaming<MessageBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let batches = request.into_inner();
         // The acknowledgements are computed as the connection polls for
         // them: reading a batch, handing it to the Raft loop and answering
@@ -138,31 +147,35 @@ impl RaftTransport for Inbound {
         // writes/s. The stream ends when the sender closes it, after a
         // refused batch, or when the engine stops (a stream never ends by
         // itself, and a graceful server shutdown would wait for it).
-        let acks = futures::stream::unfold(Some((batches, self.clone())), |state| async move {
-            let (mut batches, inbound) = state?;
-            let next = tokio::select! {
-                next = batches.message() => next,
-                () = inbound.events.closed() => {
-                    return Some((Err(Status::unavailable("raft engine is shut down")), None));
-                }
-            };
-            match next {
-                Ok(Some(batch)) => {
-                    let seq = batch.seq;
-                    match inbound.accept(batch).await {
-                        Ok(()) => Some((Ok(BatchAck { seq }), Some((batches, inbound)))),
-                        Err(status) => Some((Err(status), None)),
+        let acks = futures::stream::unfold(Some((batches, self.clone())), move |state| {
+            let caller = caller.clone();
+            async move {
+                let (mut batches, inbound) = state?;
+                let next = tokio::select! {
+                    next = batches.message() => next,
+                    () = inbound.events.closed() => {
+                        return Some((Err(Status::unavailable("raft engine is shut down")), None));
                     }
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        let seq = batch.seq;
+                        match inbound.accept(&caller, batch).await {
+                            Ok(()) => Some((Ok(BatchAck { seq }), Some((batches, inbound)))),
+                            Err(status) => Some((Err(status), None)),
+                        }
+                    }
+                    Ok(None) => None,
+                    Err(status) => Some((Err(status), None)),
                 }
-                Ok(None) => None,
-                Err(status) => Some((Err(status), None)),
             }
         });
         Ok(Response::new(Box::pin(acks)))
     }
 
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
-        self.accept(request.into_inner()).await?;
+        let caller = Caller::of(&request, self.tls)?;
+        self.accept(&caller, request.into_inner()).await?;
         Ok(Response::new(SendReply {}))
     }
 
@@ -170,7 +183,9 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<RemovedNotice>,
     ) -> Result<Response<SendReply>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let notice = request.into_inner();
+        caller.speaks_as(&notice.from_id)?;
         if notice.removed_id != self.local_id {
             return Err(Status::invalid_argument(format!(
                 "notice names {:?}, this node is {:?}",
@@ -195,7 +210,14 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendReply>, Status> {
-        snapshot::receive(&self.snapshots, request.into_inner(), self.enqueue_timeout).await?;
+        let caller = Caller::of(&request, self.tls)?;
+        snapshot::receive(
+            &caller,
+            &self.snapshots,
+            request.into_inner(),
+            self.enqueue_timeout,
+        )
+        .await?;
         Ok(Response::new(SendReply {}))
     }
 }

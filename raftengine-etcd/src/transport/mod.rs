@@ -66,6 +66,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<PeerInput>(8);
         let inbound = Inbound::new(
             "n1".into(),
+            false,
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
@@ -102,6 +103,79 @@ mod tests {
         assert!(rx.try_recv().is_err(), "nothing reached the raft loop");
     }
 
+    /// With TLS a batch may speak only as the node its certificate names,
+    /// in its header and in every message; nothing of a refused batch
+    /// reaches the raft loop.
+    #[tokio::test]
+    async fn with_tls_a_batch_speaks_only_as_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel::<PeerInput>(8);
+        let inbound = Inbound::new(
+            "n1".into(),
+            true,
+            tx,
+            Duration::from_secs(1),
+            SnapshotDir::new(dir.path()).unwrap(),
+        );
+        let batch = |from_id: &str, from: &str| {
+            let mut m = heartbeat(raftengine::numeric_id("n1"));
+            m.from = raftengine::numeric_id(from);
+            MessageBatch {
+                from_id: from_id.into(),
+                from_address: "127.0.0.1:1".into(),
+                messages: vec![Bytes::from(m.write_to_bytes().unwrap())],
+                seq: 0,
+            }
+        };
+        let over = |cert: Option<&str>, b: MessageBatch| {
+            let mut r = Request::new(b);
+            r.extensions_mut().insert(raftengine::tls::PeerInfo::new(
+                None,
+                cert.map(str::to_owned),
+                true,
+            ));
+            r
+        };
+        let refused = [
+            (
+                "a header claiming n2",
+                over(Some("n3"), batch("n2", "n3")),
+                tonic::Code::PermissionDenied,
+            ),
+            (
+                "a message from n2",
+                over(Some("n3"), batch("n3", "n2")),
+                tonic::Code::PermissionDenied,
+            ),
+            (
+                "no node id in the certificate",
+                over(None, batch("n3", "n3")),
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                "no verified connection",
+                Request::new(batch("n3", "n3")),
+                tonic::Code::Unauthenticated,
+            ),
+        ];
+        for (what, request, code) in refused {
+            let err = inbound.send(request).await.unwrap_err();
+            assert_eq!(err.code(), code, "{what}: {err}");
+            assert!(
+                rx.try_recv().is_err(),
+                "{what}: a message reached the raft loop"
+            );
+        }
+        inbound
+            .send(over(Some("n3"), batch("n3", "n3")))
+            .await
+            .expect("a batch as the certificate's own node");
+        assert!(
+            rx.try_recv().is_ok(),
+            "the honest batch did not reach the raft loop"
+        );
+    }
+
     fn heartbeat(to: u64) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgHeartbeat);
@@ -121,6 +195,7 @@ mod tests {
         let (tx, rx) = mpsc::channel::<PeerInput>(64);
         let inbound = Inbound::new(
             "n1".into(),
+            false,
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir).unwrap(),
@@ -207,7 +282,7 @@ mod tests {
         let (failures, mut failed) = mpsc::channel(64);
         let outbound = Outbound::new(
             SnapshotDir::new(dir.path()).unwrap(),
-            Some(node_ip(0)),
+            raftengine_kit::peer::Dialer::new(None, Some(node_ip(0)), Duration::from_millis(500)),
             "n2".into(),
             node_ip(0).to_string(),
             Duration::from_millis(500),

@@ -40,10 +40,12 @@ impl Drop for Peer {
     }
 }
 
+use raftengine_kit::peer::Dialer;
+
 /// The outbound side: per-peer lanes, created on first use.
 pub(crate) struct Outbound {
     snapshots: SnapshotDir,
-    local_ip: Option<std::net::IpAddr>,
+    dialer: Dialer,
     local_id: String,
     local_address: String,
     rpc_timeout: Duration,
@@ -58,7 +60,7 @@ impl Outbound {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         snapshots: SnapshotDir,
-        local_ip: Option<std::net::IpAddr>,
+        dialer: Dialer,
         local_id: String,
         local_address: String,
         rpc_timeout: Duration,
@@ -67,7 +69,7 @@ impl Outbound {
     ) -> Arc<Self> {
         Arc::new(Outbound {
             snapshots,
-            local_ip,
+            dialer,
             local_id,
             local_address,
             rpc_timeout,
@@ -142,8 +144,12 @@ impl Outbound {
         };
         let from_id = self.local_id.clone();
         let rpc_timeout = self.rpc_timeout;
+        let _guard = self.runtime.enter();
+        let channel = self
+            .dialer
+            .channel(endpoint, raftengine::numeric_id(&removed_id));
         self.runtime.spawn(async move {
-            let client = RaftTransportClient::new(endpoint.connect_lazy());
+            let client = RaftTransportClient::new(channel);
             raftengine_kit::peer::deliver_removed_notice(&removed_id, rpc_timeout, || {
                 let mut request = Request::new(RemovedNotice {
                     from_id: from_id.clone(),
@@ -172,7 +178,8 @@ impl Outbound {
     }
 
     fn endpoint(&self, address: &str) -> Option<Endpoint> {
-        raftengine_kit::peer::endpoint(address, self.rpc_timeout, self.local_ip)
+        self.dialer
+            .endpoint(address)
             .map(|e| e.timeout(self.rpc_timeout))
     }
 
@@ -197,9 +204,9 @@ impl Outbound {
         };
         Some(Peer {
             address: address.to_owned(),
-            control: lane(endpoint.clone().connect_lazy()),
-            bulk: lane(endpoint.clone().connect_lazy()),
-            snapshot_channel: endpoint.connect_lazy(),
+            control: lane(self.dialer.channel(endpoint.clone(), to)),
+            bulk: lane(self.dialer.channel(endpoint.clone(), to)),
+            snapshot_channel: self.dialer.channel(endpoint, to),
             snapshot_task: None,
         })
     }

@@ -110,6 +110,7 @@ async fn stream_snapshot(
 /// # Errors
 ///
 /// The stream's refusals from `raftengine_kit::snapshot_stream`,
+/// `PermissionDenied` for a header whose sender is not `caller`,
 /// `InvalidArgument` for an implausible header, `DataLoss` when the file
 /// fails its checksum.
 ///
@@ -118,6 +119,7 @@ async fn stream_snapshot(
 /// Dropping the future leaves a partial receive file, which the snapshot
 /// directory's start-up sweep removes.
 pub(super) async fn receive(
+    caller: &raftengine_kit::peer::Caller,
     snapshots: &SnapshotDir,
     mut stream: tonic::Streaming<SnapshotChunk>,
     progress: Duration,
@@ -126,6 +128,7 @@ pub(super) async fn receive(
     let Some(header) = first.header.clone() else {
         return Err(Status::invalid_argument("snapshot stream without a header"));
     };
+    caller.speaks_as(&header.from_id)?;
     if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
         return Err(Status::invalid_argument("implausible snapshot header"));
     }

@@ -22,7 +22,8 @@ use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
 use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::shared::{Contact, Watched, stop_removed};
 use crate::state_machine::StateMachineAdapter;
-use crate::types::TypeConfig;
+use crate::types::{TypeConfig, Vote};
+use raftengine_kit::peer::Caller;
 
 pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) raft: Raft<TypeConfig, StateMachineAdapter<S>>,
@@ -35,6 +36,9 @@ pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) contact: Arc<Contact>,
     pub(crate) local_id: String,
     pub(crate) node_id: u64,
+    /// Calls must come through a verified TLS connection and speak only
+    /// for the node their certificate names.
+    pub(crate) tls: bool,
     pub(crate) watched: Arc<Watched>,
 }
 
@@ -58,6 +62,11 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Frame>, Status> {
         .map_err(|e| Status::internal(format!("encode reply: {e}")))
 }
 
+/// The node a vote names as its leader or candidate must be the caller.
+fn speaks_for_vote(caller: &Caller, vote: &Vote) -> Result<(), Status> {
+    caller.speaks_as_numeric(vote.leader_id.voted_for)
+}
+
 fn stopped<E: std::fmt::Display>(e: E) -> Status {
     Status::unavailable(format!("raft node is not running: {e}"))
 }
@@ -67,7 +76,9 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'st
 #[tonic::async_trait]
 impl<S: StateMachine> RaftNetwork for Inbound<S> {
     async fn append(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let rpc: AppendEntriesRequest<TypeConfig> = request_of(request.get_ref())?;
+        speaks_for_vote(&caller, &rpc.vote)?;
         let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
         if resp.is_success() {
             self.contact.touch();
@@ -81,12 +92,18 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let bad: Arc<Mutex<Option<Status>>> = Arc::default();
         let bad_in = bad.clone();
         let requests = request
             .into_inner()
             .map(move |item| match item {
-                Ok(frame) => request_of::<AppendEntriesRequest<TypeConfig>>(&frame),
+                Ok(frame) => {
+                    request_of::<AppendEntriesRequest<TypeConfig>>(&frame).and_then(|rpc| {
+                        speaks_for_vote(&caller, &rpc.vote)?;
+                        Ok(rpc)
+                    })
+                }
                 Err(status) => Err(status),
             })
             .take_while(move |r| {
@@ -118,7 +135,9 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
     }
 
     async fn removed(&self, request: Request<RemovedNotice>) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let notice = request.into_inner();
+        caller.speaks_as(&notice.from_id)?;
         if notice.removed_id != self.local_id {
             return Err(Status::invalid_argument(format!(
                 "notice names {:?}, this node is {:?}",
@@ -144,17 +163,23 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
     }
 
     async fn vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
+        speaks_for_vote(&caller, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await.map_err(stopped)?)
     }
 
     async fn pre_vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
+        speaks_for_vote(&caller, &rpc.vote)?;
         reply(&self.raft.pre_vote(rpc).await.map_err(stopped)?)
     }
 
     async fn transfer_leader(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let rpc: TransferLeaderRequest<TypeConfig> = request_of(request.get_ref())?;
+        speaks_for_vote(&caller, rpc.from_leader())?;
         reply(
             &self
                 .raft
@@ -168,6 +193,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Frame>, Status> {
+        let caller = Caller::of(&request, self.tls)?;
         let received = snapshot::receive(
             &self.snapshots,
             request.into_inner(),
@@ -175,6 +201,10 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             self.max_snapshot_bytes,
         )
         .await?;
+        if let Err(refused) = speaks_for_vote(&caller, &received.vote) {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Err(refused);
+        }
         let installed = self
             .raft
             .install_full_snapshot(received.vote, received.snapshot)

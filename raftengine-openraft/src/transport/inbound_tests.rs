@@ -44,7 +44,12 @@ async fn garbage_in_every_rpc_is_invalid_argument_and_harmless() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let created = OpenraftFactory::new(OpenraftConfig::default())
-        .create(FactoryConfig::new("n1", address.clone(), dir.path(), Echo).with_bootstrap(true))
+        .create(
+            FactoryConfig::new("n1", address.clone(), dir.path(), Echo)
+                .with_bootstrap(true)
+                // The decoder is what is under test, not the caller check.
+                .with_peer_security(raftengine::tls::PeerSecurity::Plaintext),
+        )
         .await
         .unwrap();
     let server = created.serve(listener).unwrap();
@@ -100,6 +105,57 @@ async fn garbage_in_every_rpc_is_invalid_argument_and_harmless() {
             Err(e) => panic!("the node stopped serving: {e}"),
         }
     }
+    engine.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// With TLS, a call may speak only as the node its certificate names: a
+/// pre-vote whose candidate is n2, sent over n3's certificate, is refused
+/// with `PermissionDenied` before openraft sees it; the same pre-vote as
+/// n3 reaches openraft and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_may_speak_only_as_its_certificate() {
+    use openraft::raft::VoteRequest;
+    use raftengine::numeric_id;
+    use raftengine::tls::{PeerCredentials, PeerSecurity};
+
+    let pki = raftengine_conformance::TestPki::new("binding test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let created = OpenraftFactory::new(OpenraftConfig::default())
+        .create(
+            FactoryConfig::new("n1", address.clone(), dir.path(), Echo)
+                .with_bootstrap(true)
+                .with_peer_security(PeerSecurity::Tls(pki.node("n1"))),
+        )
+        .await
+        .unwrap();
+    let server = created.serve(listener).unwrap();
+    let engine = created.engine;
+
+    let n3 = PeerCredentials::load(&pki.node("n3"), "n3").await.unwrap();
+    let dialer =
+        raftengine_kit::peer::Dialer::new(Some(n3), None, std::time::Duration::from_secs(5));
+    let channel = dialer.channel(dialer.endpoint(&address).unwrap(), numeric_id("n1"));
+    let mut client = RaftNetworkClient::new(channel);
+    let pre_vote_as = |id: &str| {
+        let rpc = VoteRequest::<crate::types::TypeConfig>::new(
+            crate::types::Vote::new(1, numeric_id(id)),
+            None,
+        );
+        Frame {
+            payload: crate::codec::encode(&rpc).unwrap().into(),
+        }
+    };
+    match client.pre_vote(pre_vote_as("n2")).await {
+        Err(s) => assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s}"),
+        Ok(_) => panic!("a pre-vote claiming n2 over n3's certificate was answered"),
+    }
+    client
+        .pre_vote(pre_vote_as("n3"))
+        .await
+        .expect("a pre-vote as the certificate's own node is answered");
     engine.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }

@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +31,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::snapshot::{self, SendError};
+use raftengine_kit::peer::Dialer;
+
 use crate::codec::{decode, encode};
 use crate::pb::raft_network_client::RaftNetworkClient;
 use crate::pb::{Frame, RemovedNotice};
@@ -51,26 +52,28 @@ enum Lane {
 #[derive(Debug)]
 pub(crate) struct Outbound {
     pub(crate) local_id: u64,
-    pub(crate) local_ip: Option<IpAddr>,
+    dialer: Dialer,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_bytes: usize,
     /// How long a peer may take to confirm an installed snapshot after the
     /// last chunk (it restores the state machine before answering).
     pub(crate) snapshot_install_timeout: Duration,
-    channels: Mutex<HashMap<(String, Lane), Channel>>,
+    /// Keyed by the peer's node id too: with TLS a channel reaches only
+    /// the node it was made for.
+    channels: Mutex<HashMap<(u64, String, Lane), Channel>>,
 }
 
 impl Outbound {
     pub(crate) fn new(
         local_id: u64,
-        local_ip: Option<IpAddr>,
+        dialer: Dialer,
         connect_timeout: Duration,
         max_message_bytes: usize,
         snapshot_install_timeout: Duration,
     ) -> Self {
         Outbound {
             local_id,
-            local_ip,
+            dialer,
             connect_timeout,
             max_message_bytes,
             snapshot_install_timeout,
@@ -78,19 +81,19 @@ impl Outbound {
         }
     }
 
-    fn channel(&self, address: &str, lane: Lane) -> Option<Channel> {
+    fn channel(&self, to: u64, address: &str, lane: Lane) -> Option<Channel> {
         let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache.get(&(address.to_owned(), lane)) {
+        let key = (to, address.to_owned(), lane);
+        if let Some(c) = cache.get(&key) {
             return Some(c.clone());
         }
-        let channel = raftengine_kit::peer::endpoint(address, self.connect_timeout, self.local_ip)?
-            .connect_lazy();
-        cache.insert((address.to_owned(), lane), channel.clone());
+        let channel = self.dialer.channel(self.dialer.endpoint(address)?, to);
+        cache.insert(key, channel.clone());
         Some(channel)
     }
 
-    fn client(&self, address: &str, lane: Lane) -> Option<Client> {
-        let c = self.channel(address, lane)?;
+    fn client(&self, to: u64, address: &str, lane: Lane) -> Option<Client> {
+        let c = self.channel(to, address, lane)?;
         Some(
             RaftNetworkClient::new(c)
                 .max_decoding_message_size(self.max_message_bytes)
@@ -108,7 +111,8 @@ impl Outbound {
         address: &str,
         conf_index: u64,
     ) {
-        let Some(client) = self.client(address, Lane::Control) else {
+        let to = raftengine::numeric_id(&removed_id);
+        let Some(client) = self.client(to, address, Lane::Control) else {
             return;
         };
         let deadline = self.connect_timeout;
@@ -147,7 +151,11 @@ impl NetworkFactory {
         // openraft must never be handed a connection to itself; a node id
         // that maps to this node gets a client that is always unreachable.
         let usable = target != out.local_id;
-        let client = |lane| usable.then(|| out.client(&node.address, lane)).flatten();
+        let client = |lane| {
+            usable
+                .then(|| out.client(target, &node.address, lane))
+                .flatten()
+        };
         PeerClient {
             target,
             outbound: out.clone(),
