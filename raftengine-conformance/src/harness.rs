@@ -191,7 +191,14 @@ async fn bind(address: &str) -> tokio::net::TcpListener {
 impl<F: Factory> Cluster<F> {
     /// Starts `n` voters that bootstrap one cluster together.
     pub async fn start(factory: F, n: usize) -> Self {
-        Self::start_with(factory, n, Vec::new()).await
+        let pki = TestPki::new("raftengine conformance CA");
+        Self::start_with(factory, n, Vec::new(), pki).await
+    }
+
+    /// Starts `n` voters like [`Cluster::start`], with certificates from
+    /// `pki` (e.g. [`TestPki::sharing_ca_of`] another cluster's).
+    pub async fn start_with_pki(factory: F, n: usize, pki: TestPki) -> Self {
+        Self::start_with(factory, n, Vec::new(), pki).await
     }
 
     /// Starts `n` voters like [`Cluster::start`], each with its data dir on
@@ -206,10 +213,11 @@ impl<F: Factory> Cluster<F> {
         let disks = (0..n)
             .map(|i| Disk::mount().unwrap_or_else(|e| panic!("disk of node n{}: {e}", i + 1)))
             .collect();
-        Self::start_with(factory, n, disks).await
+        let pki = TestPki::new("raftengine conformance CA");
+        Self::start_with(factory, n, disks, pki).await
     }
 
-    async fn start_with(factory: F, n: usize, disks: Vec<Disk>) -> Self {
+    async fn start_with(factory: F, n: usize, disks: Vec<Disk>, pki: TestPki) -> Self {
         // Logs go to the test output when RUST_LOG is set (e.g. `info`).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -237,7 +245,7 @@ impl<F: Factory> Cluster<F> {
             root_path,
             nodes: Vec::new(),
             net,
-            pki: TestPki::new("raftengine conformance CA"),
+            pki,
             disks,
         };
         for (i, slot) in slots.into_iter().enumerate() {

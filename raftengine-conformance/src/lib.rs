@@ -137,6 +137,7 @@ macro_rules! conformance_tests {
             peers::peers_need_a_certificate_from_the_cluster_ca,
             peers::certificates_rotate_without_a_restart,
             peers::connection_floods_are_bounded,
+            peers::another_cluster_is_refused_despite_a_valid_certificate,
         ] ; params: [
             basics::replicas_apply_the_identical_sequence(nodes: usize) =>
                 [one_node = 1, three_nodes = 3, five_nodes = 5],

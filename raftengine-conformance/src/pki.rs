@@ -92,6 +92,24 @@ impl TestPki {
         })
     }
 
+    /// Another test PKI (its own temporary directory, so its node
+    /// certificates do not replace `other`'s) with `other`'s CA: for a
+    /// second cluster whose certificates are as valid as the first's.
+    ///
+    /// # Panics
+    ///
+    /// If the CA files cannot be copied.
+    pub fn sharing_ca_of(other: &TestPki) -> Self {
+        let temp = tempfile::tempdir().expect("test PKI dir");
+        let dir = temp.path().to_owned();
+        for file in ["ca.pem", "ca.key"] {
+            std::fs::copy(other.dir.join(file), dir.join(file)).expect("copy the CA");
+        }
+        let mut pki = Self::open_or_create(&dir, "unused: the CA exists").expect("test PKI");
+        pki._temp = Some(temp);
+        pki
+    }
+
     /// The CA certificate's file.
     pub fn ca_file(&self) -> &Path {
         &self.ca_file

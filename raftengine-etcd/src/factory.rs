@@ -79,6 +79,9 @@ impl Factory for EtcdFactory {
         let local_ip = config.outbound_source_ip()?;
         let credentials = config.peer_credentials().await?;
         let peer_limits = config.peer_limits;
+        // Lazy: nothing is read or written until it is awaited, once the
+        // node's storage has opened.
+        let cluster = raftengine_kit::cluster_id::ClusterId::open_for(&config);
         let members = members_of(&config);
         let local_raft_id = raft_id(&config.local_id);
 
@@ -174,6 +177,7 @@ impl Factory for EtcdFactory {
             addresses.insert(m.raft_id, m.clone());
         }
 
+        let cluster = cluster.await?;
         let (events_tx, events_rx) =
             mpsc::channel::<Event<S::Response>>(self.config.max_pending_requests);
         let (failures_tx, failures_rx) = mpsc::channel(FAILURE_QUEUE);
@@ -183,6 +187,7 @@ impl Factory for EtcdFactory {
                 credentials.clone(),
                 local_ip,
                 self.config.rpc_timeout,
+                cluster.clone(),
             ),
             config.local_id.clone(),
             config.local_address.clone(),
@@ -235,8 +240,7 @@ impl Factory for EtcdFactory {
         });
 
         let inbound = Inbound::new(
-            config.local_id.clone(),
-            credentials.is_some(),
+            raftengine_kit::peer::PeerGate::new(&config.local_id, credentials.is_some(), cluster),
             events_tx.clone(),
             self.config.rpc_timeout,
             snapshots,

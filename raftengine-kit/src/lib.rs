@@ -34,6 +34,7 @@
 //!   deadline on progress.
 //! * [`stop_signal`]: why an engine stopped, set once, awaited by many.
 
+pub mod cluster_id;
 pub mod durable;
 pub mod entry_cache;
 pub mod idle_spin;

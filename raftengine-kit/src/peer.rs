@@ -12,7 +12,39 @@ use std::time::Duration;
 
 use raftengine::tls::PeerCredentials;
 use tokio::net::{TcpSocket, TcpStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::cluster_id::{self, CLUSTER_HEADER, ClusterId, TARGET_HEADER};
+
+/// A channel to one peer whose every call is stamped with this node's
+/// cluster id and the peer's numeric id ([`Stamp`]).
+pub type PeerChannel = InterceptedService<Channel, Stamp>;
+
+/// Puts [`CLUSTER_HEADER`] (once the cluster id is known) and
+/// [`TARGET_HEADER`] on every call of a [`PeerChannel`].
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    cluster: ClusterId,
+    to: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for Stamp {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let headers = request.metadata_mut();
+        headers.insert(TARGET_HEADER, self.to.clone());
+        if let Some(id) = self.cluster.get() {
+            // 16 hex digits: always valid ASCII metadata.
+            if let Ok(value) = cluster_id::format(id).parse() {
+                headers.insert(CLUSTER_HEADER, value);
+            }
+        }
+        Ok(request)
+    }
+}
 
 /// HTTP/2 keepalive pings on a peer connection, so a half-open TCP
 /// connection (a peer that lost power) is noticed without waiting for a
@@ -56,20 +88,24 @@ pub struct Dialer {
     credentials: Option<PeerCredentials>,
     local_ip: Option<IpAddr>,
     connect_timeout: Duration,
+    cluster: ClusterId,
 }
 
 impl Dialer {
     /// `credentials` from `FactoryConfig::peer_credentials` (`None`:
-    /// plaintext); `local_ip` from `FactoryConfig::outbound_source_ip`.
+    /// plaintext); `local_ip` from `FactoryConfig::outbound_source_ip`;
+    /// `cluster` the id every call is stamped with.
     pub fn new(
         credentials: Option<PeerCredentials>,
         local_ip: Option<IpAddr>,
         connect_timeout: Duration,
+        cluster: ClusterId,
     ) -> Self {
         Dialer {
             credentials,
             local_ip,
             connect_timeout,
+            cluster,
         }
     }
 
@@ -84,7 +120,18 @@ impl Dialer {
     /// credentials again and is made only if the peer's certificate chains
     /// to the CA and names a node id whose numeric id is `to`: a wrong or
     /// stale address reaches nobody else.
-    pub fn channel(&self, endpoint: Endpoint, to: u64) -> Channel {
+    /// Every call on it carries this node's cluster id and `to`
+    /// ([`Stamp`]).
+    pub fn channel(&self, endpoint: Endpoint, to: u64) -> PeerChannel {
+        let stamp = Stamp {
+            cluster: self.cluster.clone(),
+            // Decimal digits: always valid ASCII metadata.
+            to: tonic::metadata::MetadataValue::from(to),
+        };
+        InterceptedService::new(self.connect(endpoint, to), stamp)
+    }
+
+    fn connect(&self, endpoint: Endpoint, to: u64) -> Channel {
         let Some(credentials) = self.credentials.clone() else {
             return endpoint.connect_lazy();
         };
@@ -142,6 +189,92 @@ async fn connect_tcp(uri: &Uri, local_ip: Option<IpAddr>) -> std::io::Result<Tcp
         }
     }
     Err(last)
+}
+
+/// The one check every inbound peer call passes first: who the caller is
+/// ([`Caller`]), that the call is for this node ([`TARGET_HEADER`]) and
+/// from this node's cluster ([`CLUSTER_HEADER`]).
+#[derive(Debug, Clone)]
+pub struct PeerGate {
+    tls: bool,
+    local_id: String,
+    local: u64,
+    cluster: ClusterId,
+}
+
+impl PeerGate {
+    /// The gate of node `local_id`; `tls` is whether it runs with TLS.
+    pub fn new(local_id: &str, tls: bool, cluster: ClusterId) -> Self {
+        PeerGate {
+            tls,
+            local_id: local_id.to_owned(),
+            local: raftengine::numeric_id(local_id),
+            cluster,
+        }
+    }
+
+    /// The node this gate admits calls for.
+    pub fn local_id(&self) -> &str {
+        &self.local_id
+    }
+
+    /// The cluster id this gate checks against.
+    pub fn cluster(&self) -> &ClusterId {
+        &self.cluster
+    }
+
+    /// Admits `request`: its [`Caller`], once the call proved to be for
+    /// this node and from this cluster. A node that does not know its
+    /// cluster id yet (a joiner) adopts the caller's.
+    ///
+    /// # Errors
+    ///
+    /// [`Caller::of`]'s, then `FailedPrecondition` for a call addressed to
+    /// another node or from another cluster (counted in
+    /// [`ClusterId::refused`], logged once per peer and reason).
+    pub async fn admit<T>(&self, request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+        let caller = Caller::of(request, self.tls)?;
+        let peer = caller
+            .certified()
+            .map(str::to_owned)
+            .or_else(|| {
+                raftengine::tls::PeerInfo::of(request)
+                    .and_then(|i| i.remote_addr)
+                    .map(|a| a.to_string())
+            })
+            .unwrap_or_else(|| "an unknown peer".to_owned());
+        let headers = request.metadata();
+        let to = headers
+            .get(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if to != Some(self.local) {
+            return Err(self.cluster.refuse(
+                &peer,
+                "target",
+                format!(
+                    "the call is for node {}, this is node {}",
+                    to.map_or_else(|| "(none named)".to_owned(), |t| t.to_string()),
+                    self.local
+                ),
+            ));
+        }
+        let theirs = match headers.get(CLUSTER_HEADER) {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(cluster_id::parse) {
+                Some(id) => Some(id),
+                None => {
+                    return Err(self.cluster.refuse(
+                        &peer,
+                        "cluster",
+                        "the call's cluster id does not parse".to_owned(),
+                    ));
+                }
+            },
+        };
+        self.cluster.admit(&peer, theirs).await?;
+        Ok(caller)
+    }
 }
 
 /// Who made an inbound call, as far as the connection proves it.
@@ -312,6 +445,39 @@ mod tests {
                 "{what}: {refused}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_gate_admits_only_calls_for_this_node_from_this_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let founders = [raftengine::Server::voter("n1", "127.0.0.1:1")];
+        let cluster = ClusterId::open(dir.path(), Some(&founders)).unwrap();
+        let ours = cluster.get().unwrap();
+        let gate = PeerGate::new("n1", false, cluster.clone());
+        let call = |to: Option<&str>, from_cluster: Option<u64>| {
+            let mut r = tonic::Request::new(());
+            if let Some(to) = to {
+                r.metadata_mut()
+                    .insert(TARGET_HEADER, raftengine::numeric_id(to).into());
+            }
+            if let Some(c) = from_cluster {
+                r.metadata_mut()
+                    .insert(CLUSTER_HEADER, cluster_id::format(c).parse().unwrap());
+            }
+            r
+        };
+        gate.admit(&call(Some("n1"), Some(ours))).await.unwrap();
+        let refused = [
+            ("no target", call(None, Some(ours))),
+            ("another target", call(Some("n2"), Some(ours))),
+            ("another cluster", call(Some("n1"), Some(ours ^ 1))),
+            ("no cluster", call(Some("n1"), None)),
+        ];
+        for (what, r) in refused {
+            let e = gate.admit(&r).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{what}: {e}");
+        }
+        assert_eq!(cluster.refused(), 4);
     }
 
     #[test]

@@ -57,6 +57,9 @@ impl Factory for OpenraftFactory {
         let local_ip = config.outbound_source_ip()?;
         let credentials = config.peer_credentials().await?;
         let peer_limits = config.peer_limits;
+        // Lazy: nothing is read or written until it is awaited, once the
+        // node's storage has opened.
+        let cluster = raftengine_kit::cluster_id::ClusterId::open_for(&config);
 
         let bootstrap_voters = config.bootstrap_voters();
         let data_dir = config.data_dir.clone();
@@ -88,12 +91,14 @@ impl Factory for OpenraftFactory {
         }
 
         let log_syncs = opened.store.sync_counter();
+        let cluster = cluster.await?;
         let outbound = Arc::new(Outbound::new(
             node_id,
             raftengine_kit::peer::Dialer::new(
                 credentials.clone(),
                 local_ip,
                 self.config.rpc_timeout,
+                cluster.clone(),
             ),
             self.config.rpc_timeout,
             self.config.max_message_bytes(),
@@ -192,7 +197,11 @@ impl Factory for OpenraftFactory {
             contact: contact.clone(),
             local_id: config.local_id.clone(),
             node_id,
-            tls: credentials.is_some(),
+            gate: raftengine_kit::peer::PeerGate::new(
+                &config.local_id,
+                credentials.is_some(),
+                cluster,
+            ),
             watched: watched.clone(),
         };
         let transport = tonic::service::Routes::new(inbound.into_service());

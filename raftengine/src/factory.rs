@@ -423,6 +423,22 @@ pub trait Factory: Send + Sync + 'static {
     ) -> Result<FactoryResult<S::Response>>;
 }
 
+/// A shared factory is a factory: one value can create many nodes, even
+/// of several clusters, from several tasks.
+#[async_trait]
+impl<F: Factory> Factory for Arc<F> {
+    fn engine_type(&self) -> &'static str {
+        (**self).engine_type()
+    }
+
+    async fn create<S: StateMachine>(
+        &self,
+        config: FactoryConfig<S>,
+    ) -> Result<FactoryResult<S::Response>> {
+        (**self).create(config).await
+    }
+}
+
 /// The message inside an [`Error::InvalidConfig`], to prefix it with where
 /// the bad value came from.
 fn detail(e: Error) -> String {

@@ -399,3 +399,83 @@ pub async fn connection_floods_are_bounded<F: Factory>(factory: F) {
     drop((flood, held));
     c.shutdown().await;
 }
+
+/// Two clusters whose certificates come from one CA stay apart: every
+/// call carries the sender's cluster id, and a node refuses calls from
+/// another cluster before its engine sees them. Cluster B (one node, n1)
+/// adds cluster A's n2 as a learner, so B's leader (whose certificate for
+/// "n1" is as valid as A's n1's) sends appends to A's n2. A's term is
+/// raised above B's first, so that without the check B's leader would see
+/// A's higher term in n2's answer and step down (and A's n2 would take B's
+/// n1 for A's). For a while after, both clusters keep their leaders and
+/// terms, and both commit.
+pub async fn another_cluster_is_refused_despite_a_valid_certificate<F: Factory>(factory: F) {
+    use std::sync::Arc;
+    let factory = Arc::new(factory);
+    let a = Cluster::start(factory.clone(), 3).await;
+    step("raise A's term with two transfers");
+    for _ in 0..2 {
+        let l = a.wait_leader().await;
+        a.engine(l)
+            .transfer_leadership(raftengine::TransferTarget::Any)
+            .await
+            .expect("transfer in A");
+        let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+        a.wait_leader_among(&others).await;
+    }
+    let b = Cluster::start_with_pki(factory.clone(), 1, TestPki::sharing_ca_of(&a.pki)).await;
+    b.wait_leader().await;
+    let la = a.wait_leader().await;
+    let a_before: Vec<_> = (0..3).map(|i| a.engine(i).status()).collect();
+    let b_before = b.engine(0).status();
+    assert!(
+        a_before[la].term > b_before.term,
+        "A's term {} is not above B's {}: the case cannot tell",
+        a_before[la].term,
+        b_before.term
+    );
+
+    step(format_args!(
+        "B adds A's n2 ({}) as a learner",
+        a.nodes[1].address
+    ));
+    let eb = b.engine(0);
+    let learner_address = a.nodes[1].address.clone();
+    crate::harness::wait_for("B to add the learner", || {
+        let (eb, address) = (eb.clone(), learner_address.clone());
+        async move {
+            match eb.add_learner("n2", &address, None).await {
+                Ok(index) => Some(index),
+                // B's own founding configuration may still be settling.
+                Err(raftengine::Error::ConfChangePending) => None,
+                Err(e) => panic!("B adds the learner: {e}"),
+            }
+        }
+    })
+    .await;
+
+    step("both clusters keep their leaders and terms for 3 s");
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let bs = b.engine(0).status();
+        assert_eq!(
+            (bs.state, bs.term),
+            (raftengine::State::Leader, b_before.term),
+            "B's leader was disturbed by cluster A: {bs:?}"
+        );
+        for (i, before) in a_before.iter().enumerate() {
+            let s = a.engine(i).status();
+            assert_eq!(
+                (s.term, s.leader.as_ref().map(|l| l.id.clone())),
+                (before.term, before.leader.as_ref().map(|l| l.id.clone())),
+                "A's {} was disturbed by cluster B: {s:?}",
+                a.nodes[i].id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.every_node_applies_new_writes("a-after-b", 5).await;
+    b.every_node_applies_new_writes("b-after-a", 5).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! the Raft loop through a [`PeerSink`]; snapshot files received.
 
 use super::*;
-use raftengine_kit::peer::Caller;
+use raftengine_kit::peer::{Caller, PeerGate};
 
 /// What a peer sent, checked and decoded, for the Raft loop.
 #[derive(Debug)]
@@ -53,10 +53,9 @@ impl<T: From<PeerInput> + Send + 'static> PeerSink for mpsc::Sender<T> {
 /// Where inbound batches go: the Raft loop's event queue.
 #[derive(Clone)]
 pub(crate) struct Inbound {
-    local_id: String,
-    /// Calls must come through a verified TLS connection and speak only
-    /// for the node their certificate names.
-    tls: bool,
+    /// Every call passes it first: a verified caller speaking only for
+    /// itself, addressed to this node, from this cluster.
+    gate: PeerGate,
     events: Arc<dyn PeerSink>,
     enqueue_timeout: Duration,
     snapshots: SnapshotDir,
@@ -64,15 +63,13 @@ pub(crate) struct Inbound {
 
 impl Inbound {
     pub(crate) fn new(
-        local_id: String,
-        tls: bool,
+        gate: PeerGate,
         events: impl PeerSink,
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
     ) -> Self {
         Inbound {
-            local_id,
-            tls,
+            gate,
             events: Arc::new(events),
             enqueue_timeout,
             snapshots,
@@ -137,7 +134,7 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<tonic::Streaming<MessageBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let batches = request.into_inner();
         // The acknowledgements are computed as the connection polls for
         // them: reading a batch, handing it to the Raft loop and answering
@@ -174,7 +171,7 @@ impl RaftTransport for Inbound {
     }
 
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendReply>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         self.accept(&caller, request.into_inner()).await?;
         Ok(Response::new(SendReply {}))
     }
@@ -183,13 +180,14 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<RemovedNotice>,
     ) -> Result<Response<SendReply>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let notice = request.into_inner();
         caller.speaks_as(&notice.from_id)?;
-        if notice.removed_id != self.local_id {
+        if notice.removed_id != self.gate.local_id() {
             return Err(Status::invalid_argument(format!(
                 "notice names {:?}, this node is {:?}",
-                notice.removed_id, self.local_id
+                notice.removed_id,
+                self.gate.local_id()
             )));
         }
         let input = PeerInput::Removed {
@@ -210,7 +208,7 @@ impl RaftTransport for Inbound {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendReply>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         snapshot::receive(
             &caller,
             &self.snapshots,

@@ -20,10 +20,11 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use raftengine_kit::SnapshotDir;
+use raftengine_kit::peer::PeerChannel;
 
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub(crate) mod pb {
@@ -65,8 +66,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel::<PeerInput>(8);
         let inbound = Inbound::new(
-            "n1".into(),
-            false,
+            gate(false, dir.path()),
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
@@ -77,7 +77,10 @@ mod tests {
             messages: vec![Bytes::from_static(b"\xff\xff\xff\xff\xff not protobuf")],
             seq: 0,
         };
-        let err = inbound.send(Request::new(garbage)).await.unwrap_err();
+        let err = inbound
+            .send(for_n1(Request::new(garbage)))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         let anonymous = MessageBatch {
@@ -86,7 +89,10 @@ mod tests {
             messages: vec![],
             seq: 0,
         };
-        let err = inbound.send(Request::new(anonymous)).await.unwrap_err();
+        let err = inbound
+            .send(for_n1(Request::new(anonymous)))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         let mut snap = Message::default();
@@ -98,7 +104,7 @@ mod tests {
             messages: vec![Bytes::from(snap.write_to_bytes().unwrap())],
             seq: 0,
         };
-        let err = inbound.send(Request::new(batch)).await.unwrap_err();
+        let err = inbound.send(for_n1(Request::new(batch))).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(rx.try_recv().is_err(), "nothing reached the raft loop");
     }
@@ -111,8 +117,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel::<PeerInput>(8);
         let inbound = Inbound::new(
-            "n1".into(),
-            true,
+            gate(true, dir.path()),
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
@@ -128,7 +133,7 @@ mod tests {
             }
         };
         let over = |cert: Option<&str>, b: MessageBatch| {
-            let mut r = Request::new(b);
+            let mut r = for_n1(Request::new(b));
             r.extensions_mut().insert(raftengine::tls::PeerInfo::new(
                 None,
                 cert.map(str::to_owned),
@@ -154,7 +159,7 @@ mod tests {
             ),
             (
                 "no verified connection",
-                Request::new(batch("n3", "n3")),
+                for_n1(Request::new(batch("n3", "n3"))),
                 tonic::Code::Unauthenticated,
             ),
         ];
@@ -176,6 +181,32 @@ mod tests {
         );
     }
 
+    /// The gate of node n1, which knows no cluster id yet (so it takes
+    /// calls that carry none, as a joiner does).
+    fn gate(tls: bool, dir: &std::path::Path) -> raftengine_kit::peer::PeerGate {
+        let cluster = raftengine_kit::cluster_id::ClusterId::open(dir, None).unwrap();
+        raftengine_kit::peer::PeerGate::new("n1", tls, cluster)
+    }
+
+    /// A plaintext dialer that knows no cluster id (like [`gate`]'s node).
+    fn dialer(dir: &std::path::Path) -> raftengine_kit::peer::Dialer {
+        let cluster = raftengine_kit::cluster_id::ClusterId::open(dir, None).unwrap();
+        raftengine_kit::peer::Dialer::new(None, None, Duration::from_secs(1), cluster)
+    }
+
+    /// n1's numeric id, the `to` of every message these tests send.
+    fn n1() -> u64 {
+        raftengine::numeric_id("n1")
+    }
+
+    /// `request` addressed to n1, as a `Dialer` channel stamps it.
+    fn for_n1<T>(mut request: Request<T>) -> Request<T> {
+        request
+            .metadata_mut()
+            .insert(raftengine_kit::cluster_id::TARGET_HEADER, n1().into());
+        request
+    }
+
     fn heartbeat(to: u64) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgHeartbeat);
@@ -194,8 +225,7 @@ mod tests {
     ) {
         let (tx, rx) = mpsc::channel::<PeerInput>(64);
         let inbound = Inbound::new(
-            "n1".into(),
-            false,
+            gate(false, dir),
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir).unwrap(),
@@ -224,9 +254,10 @@ mod tests {
     async fn a_stream_acknowledges_batches_and_ends_on_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let (address, mut rx, _server) = serve(dir.path()).await;
-        let mut client = RaftTransportClient::connect(format!("http://{address}"))
-            .await
-            .unwrap();
+        let mut client = RaftTransportClient::new(dialer(dir.path()).channel(
+            raftengine_kit::peer::endpoint(&address, Duration::from_secs(1), None).unwrap(),
+            n1(),
+        ));
         let (batches, brx) = mpsc::channel(4);
         let mut acks = client
             .stream(ReceiverStream::new(brx))
@@ -236,7 +267,7 @@ mod tests {
         let good = |seq| MessageBatch {
             from_id: "n2".into(),
             from_address: "127.0.0.1:1".into(),
-            messages: vec![Bytes::from(heartbeat(1).write_to_bytes().unwrap())],
+            messages: vec![Bytes::from(heartbeat(n1()).write_to_bytes().unwrap())],
             seq,
         };
         batches.send(good(1)).await.unwrap();
@@ -282,7 +313,12 @@ mod tests {
         let (failures, mut failed) = mpsc::channel(64);
         let outbound = Outbound::new(
             SnapshotDir::new(dir.path()).unwrap(),
-            raftengine_kit::peer::Dialer::new(None, Some(node_ip(0)), Duration::from_millis(500)),
+            raftengine_kit::peer::Dialer::new(
+                None,
+                Some(node_ip(0)),
+                Duration::from_millis(500),
+                raftengine_kit::cluster_id::ClusterId::open(dir.path(), None).unwrap(),
+            ),
             "n2".into(),
             node_ip(0).to_string(),
             Duration::from_millis(500),
@@ -290,7 +326,7 @@ mod tests {
             failures,
         );
         let send = |commit: u64| {
-            let mut m = heartbeat(1);
+            let mut m = heartbeat(n1());
             m.commit = commit;
             outbound.send(m, &address);
         };
@@ -319,10 +355,10 @@ mod tests {
                     "{fault:?}: no report"
                 );
                 send(0);
-                if let Ok(Some(SendFailure::Unreachable(1))) =
+                if let Ok(Some(SendFailure::Unreachable(to))) =
                     tokio::time::timeout(Duration::from_millis(100), failed.recv()).await
                 {
-                    reported = true;
+                    reported = to == n1();
                 }
             }
             network.heal_all();
@@ -372,9 +408,10 @@ mod tests {
         assert!(raftengine_kit::snapshot_dir::verify(&ours.path(9, 2)).is_err());
 
         let (address, _rx, _server) = serve(dir.path()).await;
-        let mut client = RaftTransportClient::connect(format!("http://{address}"))
-            .await
-            .unwrap();
+        let mut client = RaftTransportClient::new(dialer(dir.path()).channel(
+            raftengine_kit::peer::endpoint(&address, Duration::from_secs(1), None).unwrap(),
+            n1(),
+        ));
         let header = SnapshotHeader {
             from_id: "n2".into(),
             index: 9,

@@ -26,7 +26,7 @@ struct Peer {
     bulk: Lane,
     /// Snapshots use their own connection so a long transfer never shares
     /// flow control with appends or heartbeats.
-    snapshot_channel: Channel,
+    snapshot_channel: PeerChannel,
     snapshot_task: Option<JoinHandle<()>>,
 }
 
@@ -40,7 +40,7 @@ impl Drop for Peer {
     }
 }
 
-use raftengine_kit::peer::Dialer;
+use raftengine_kit::peer::{Dialer, PeerChannel};
 
 /// The outbound side: per-peer lanes, created on first use.
 pub(crate) struct Outbound {
@@ -186,7 +186,7 @@ impl Outbound {
     fn connect(&self, to: u64, address: &str) -> Option<Peer> {
         let endpoint = self.endpoint(address)?;
         let _guard = self.runtime.enter();
-        let lane = |channel: Channel| {
+        let lane = |channel: PeerChannel| {
             let (queue, rx) = mpsc::channel(LANE_QUEUE);
             let client = RaftTransportClient::new(channel)
                 .max_decoding_message_size(MAX_FRAME_BYTES)
@@ -223,7 +223,7 @@ struct LaneStream {
 /// What the lane task needs to talk to one peer.
 struct LaneContext {
     to: u64,
-    client: RaftTransportClient<Channel>,
+    client: RaftTransportClient<PeerChannel>,
     from_id: String,
     from_address: String,
     rpc_timeout: Duration,

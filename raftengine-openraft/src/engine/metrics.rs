@@ -48,7 +48,8 @@ pub(crate) fn sample<S: StateMachine>(
         .is_some();
     let state = match m.state {
         ServerState::Leader => {
-            let fresh = quorum_ack.is_none_or(|t| t.elapsed() < lease);
+            let fresh = sole_voter(&m.membership_config, node_id)
+                || quorum_ack.is_none_or(|t| t.elapsed() < lease);
             if fresh {
                 State::Leader
             } else {
@@ -90,6 +91,17 @@ pub(crate) fn sample<S: StateMachine>(
         membership: m.membership_config.clone(),
         fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
     }
+}
+
+/// `node_id` is the only voter: its own quorum, acknowledged at every
+/// instant. openraft dates its quorum acknowledgement by heartbeat rounds,
+/// which include learners, so a sole voter with an unreachable learner
+/// saw its acknowledgement age and was reported as no longer leading
+/// (found by `peers::another_cluster_is_refused_despite_a_valid_certificate`:
+/// a learner that refuses every call).
+pub(crate) fn sole_voter(membership: &crate::types::StoredMembership, node_id: u64) -> bool {
+    let mut voters = membership.voter_ids();
+    voters.next() == Some(node_id) && voters.next().is_none()
 }
 
 /// What the metrics watcher needs to tell removed nodes they are out.

@@ -309,9 +309,15 @@ impl<S: StateMachine> LeaseProvider for OpenraftEngine<S> {
             (
                 m.state == ServerState::Leader,
                 m.current_term,
-                m.last_quorum_acked
-                    .as_ref()
-                    .and_then(|t| Instant::now().checked_sub(t.elapsed())),
+                if m.state == ServerState::Leader
+                    && metrics::sole_voter(&m.membership_config, self.node_id)
+                {
+                    Some(Instant::now())
+                } else {
+                    m.last_quorum_acked
+                        .as_ref()
+                        .and_then(|t| Instant::now().checked_sub(t.elapsed()))
+                },
             )
         };
         if !is_leader {

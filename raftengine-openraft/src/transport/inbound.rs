@@ -36,9 +36,9 @@ pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) contact: Arc<Contact>,
     pub(crate) local_id: String,
     pub(crate) node_id: u64,
-    /// Calls must come through a verified TLS connection and speak only
-    /// for the node their certificate names.
-    pub(crate) tls: bool,
+    /// Every call passes it first: a verified caller speaking only for
+    /// itself, addressed to this node, from this cluster.
+    pub(crate) gate: raftengine_kit::peer::PeerGate,
     pub(crate) watched: Arc<Watched>,
 }
 
@@ -76,7 +76,7 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'st
 #[tonic::async_trait]
 impl<S: StateMachine> RaftNetwork for Inbound<S> {
     async fn append(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let rpc: AppendEntriesRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, &rpc.vote)?;
         let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
@@ -92,7 +92,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let bad: Arc<Mutex<Option<Status>>> = Arc::default();
         let bad_in = bad.clone();
         let requests = request
@@ -135,7 +135,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
     }
 
     async fn removed(&self, request: Request<RemovedNotice>) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let notice = request.into_inner();
         caller.speaks_as(&notice.from_id)?;
         if notice.removed_id != self.local_id {
@@ -163,21 +163,21 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
     }
 
     async fn vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await.map_err(stopped)?)
     }
 
     async fn pre_vote(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, &rpc.vote)?;
         reply(&self.raft.pre_vote(rpc).await.map_err(stopped)?)
     }
 
     async fn transfer_leader(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let rpc: TransferLeaderRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, rpc.from_leader())?;
         reply(
@@ -193,7 +193,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Frame>, Status> {
-        let caller = Caller::of(&request, self.tls)?;
+        let caller = self.gate.admit(&request).await?;
         let received = snapshot::receive(
             &self.snapshots,
             request.into_inner(),

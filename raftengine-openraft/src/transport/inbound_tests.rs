@@ -32,6 +32,23 @@ impl raftengine::StateMachine for Echo {
     }
 }
 
+/// A dialer of the cluster that n1 founded alone at `address` (it derives
+/// the same cluster id n1 did), with `credentials` (`None`: plaintext).
+fn member_dialer(
+    credentials: Option<raftengine::tls::PeerCredentials>,
+    address: &str,
+) -> raftengine_kit::peer::Dialer {
+    let dir = tempfile::tempdir().unwrap();
+    let founders = [raftengine::Server::voter("n1", address)];
+    let cluster = raftengine_kit::cluster_id::ClusterId::open(dir.path(), Some(&founders)).unwrap();
+    raftengine_kit::peer::Dialer::new(
+        credentials,
+        None,
+        std::time::Duration::from_secs(5),
+        cluster,
+    )
+}
+
 fn garbage() -> Frame {
     Frame {
         payload: vec![0xff, 0x13, 0x37, 0x00, 0xfe, 0xfe, 0xfe, 0xfe, 0x01].into(),
@@ -55,9 +72,10 @@ async fn garbage_in_every_rpc_is_invalid_argument_and_harmless() {
     let server = created.serve(listener).unwrap();
     let engine = created.engine;
 
-    let mut client = RaftNetworkClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut client = RaftNetworkClient::new(member_dialer(None, &address).channel(
+        raftengine_kit::peer::endpoint(&address, std::time::Duration::from_secs(1), None).unwrap(),
+        raftengine::numeric_id("n1"),
+    ));
     let invalid = |r: Result<tonic::Response<Frame>, tonic::Status>, what: &str| match r {
         Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "{what}: {s}"),
         Ok(_) => panic!("{what}: garbage was accepted"),
@@ -135,8 +153,7 @@ async fn a_call_may_speak_only_as_its_certificate() {
     let engine = created.engine;
 
     let n3 = PeerCredentials::load(&pki.node("n3"), "n3").await.unwrap();
-    let dialer =
-        raftengine_kit::peer::Dialer::new(Some(n3), None, std::time::Duration::from_secs(5));
+    let dialer = member_dialer(Some(n3), &address);
     let channel = dialer.channel(dialer.endpoint(&address).unwrap(), numeric_id("n1"));
     let mut client = RaftNetworkClient::new(channel);
     let pre_vote_as = |id: &str| {

@@ -24,11 +24,11 @@ use openraft::raft::{
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{RaftNetworkV2, Snapshot};
+use raftengine_kit::peer::PeerChannel;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use super::snapshot::{self, SendError};
 use raftengine_kit::peer::Dialer;
@@ -39,7 +39,7 @@ use crate::pb::{Frame, RemovedNotice};
 use crate::state_machine::SnapshotFile;
 use crate::types::{Committed, Peer, TypeConfig, Vote};
 
-type Client = RaftNetworkClient<Channel>;
+type Client = RaftNetworkClient<PeerChannel>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
@@ -60,7 +60,7 @@ pub(crate) struct Outbound {
     pub(crate) snapshot_install_timeout: Duration,
     /// Keyed by the peer's node id too: with TLS a channel reaches only
     /// the node it was made for.
-    channels: Mutex<HashMap<(u64, String, Lane), Channel>>,
+    channels: Mutex<HashMap<(u64, String, Lane), PeerChannel>>,
 }
 
 impl Outbound {
@@ -81,7 +81,7 @@ impl Outbound {
         }
     }
 
-    fn channel(&self, to: u64, address: &str, lane: Lane) -> Option<Channel> {
+    fn channel(&self, to: u64, address: &str, lane: Lane) -> Option<PeerChannel> {
         let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let key = (to, address.to_owned(), lane);
         if let Some(c) = cache.get(&key) {

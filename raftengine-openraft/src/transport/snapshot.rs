@@ -8,7 +8,7 @@ use std::time::Duration;
 use openraft::Snapshot;
 use openraft::raft::SnapshotResponse;
 use raftengine_kit::SnapshotDir;
-use tonic::transport::Channel;
+use raftengine_kit::peer::PeerChannel;
 use tonic::{Status, Streaming};
 
 use crate::codec::{decode, encode};
@@ -31,7 +31,7 @@ pub(super) enum SendError {
 /// must be taken by the network within `progress`, and the peer must answer
 /// within `install_timeout` of the last.
 pub(super) async fn send(
-    mut client: RaftNetworkClient<Channel>,
+    mut client: RaftNetworkClient<PeerChannel>,
     vote: Vote,
     snapshot: Snapshot<Committed, u64, Peer, SnapshotFile>,
     progress: Duration,
