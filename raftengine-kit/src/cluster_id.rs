@@ -52,7 +52,7 @@ pub fn format(id: u64) -> String {
     format!("{id:016x}")
 }
 
-/// Parses [`format`]'s text.
+/// Parses [`format()`]'s text.
 pub fn parse(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.len() != 16 {
