@@ -244,6 +244,10 @@ impl Factory for EtcdFactory {
             events_tx.clone(),
             self.config.rpc_timeout,
             snapshots,
+            {
+                let shared = shared.clone();
+                Arc::new(move || shared.status().leader.map(|l| l.id))
+            },
         );
         let transport = tonic::service::Routes::new(inbound.into_service());
         let engine = EtcdEngine {

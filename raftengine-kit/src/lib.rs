@@ -28,6 +28,8 @@
 //!   layer and whose explicit [`sync`](raft_log::sync) really syncs.
 //! * [`read_thread`]: a thread that reads one log and no other (raft-engine
 //!   caches decoded blocks per thread, not per log).
+//! * [`screen`]: checks an authenticated peer's message passes before the
+//!   engine sees it (plausible terms, who may remove a node).
 //! * [`snapshot_dir`]: checksummed state-machine snapshot files, written
 //!   and received durably.
 //! * [`snapshot_stream`]: a snapshot file streamed between peers with a
@@ -48,6 +50,7 @@ pub mod node_log;
 pub mod peer;
 pub mod raft_log;
 pub mod read_thread;
+pub mod screen;
 mod setters;
 pub mod snapshot_dir;
 pub mod snapshot_stream;

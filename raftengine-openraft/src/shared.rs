@@ -2,7 +2,7 @@
 //! share: the state they read without a round trip through openraft, and
 //! the stop of a removed node.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub(crate) struct Watched {
     pub(crate) membership_gate: tokio::sync::Mutex<()>,
     /// The node's data dir, for the removed marker (`node_dir::mark_removed`).
     pub(crate) data_dir: std::path::PathBuf,
+    /// The newest leader this node followed (0: none yet), kept while an
+    /// election runs: the removed notice is honoured from it.
+    last_leader: AtomicU64,
 }
 
 impl Watched {
@@ -57,7 +60,18 @@ impl Watched {
             join_role_violation: AtomicBool::new(false),
             pending_proposals: AtomicU64::new(0),
             membership_gate: tokio::sync::Mutex::new(()),
+            last_leader: AtomicU64::new(0),
         }
+    }
+
+    /// Records the leader this node follows now.
+    pub(crate) fn follow(&self, leader: u64) {
+        self.last_leader.store(leader, Ordering::Relaxed);
+    }
+
+    /// The newest leader this node followed, if any.
+    pub(crate) fn last_leader(&self) -> Option<u64> {
+        Some(self.last_leader.load(Ordering::Relaxed)).filter(|l| *l != 0)
     }
 
     /// Records why the engine stopped; the first cause wins.

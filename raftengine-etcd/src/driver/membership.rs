@@ -48,8 +48,13 @@ pub(crate) fn bootstrap_entries(voters: &[Server]) -> Result<Vec<Entry>> {
 /// The membership as the loop knows it: the applied configuration, the
 /// address book, the changes waiting to commit, and this node's own fate.
 pub(crate) struct Membership {
-    /// Every node we know an address for: members and recent senders.
+    /// The address of every node a committed configuration (or the
+    /// node's own config) named. Only membership changes it.
     pub(crate) addresses: HashMap<u64, Member>,
+    /// Addresses senders gave in their batch headers, for nodes
+    /// `addresses` does not name: a joiner learns its leader's address this
+    /// way before its log names anyone. At most [`MAX_HEARD`].
+    pub(crate) heard: HashMap<u64, Member>,
     /// The latest applied membership and the index of its entry.
     pub(crate) conf_state: ConfState,
     pub(crate) conf_index: u64,
@@ -60,6 +65,35 @@ pub(crate) struct Membership {
     pub(crate) removed: bool,
     /// The join-as-learner alarm (`Status::join_role_violation`).
     pub(crate) join_alarm: JoinAlarm,
+}
+
+/// Most header-given addresses kept: a joiner needs one (its leader's);
+/// a few more cover leader changes while it catches up.
+pub(crate) const MAX_HEARD: usize = 16;
+
+impl Membership {
+    /// Where to reach `rid`: the committed address first, a header-given
+    /// one only for a node membership has not named.
+    pub(super) fn address_of(&self, rid: u64) -> Option<&Member> {
+        self.addresses.get(&rid).or_else(|| self.heard.get(&rid))
+    }
+
+    /// Remembers the address `m`'s sender gave, unless membership names the
+    /// node (a header never overrides it) or [`MAX_HEARD`] others are kept.
+    pub(super) fn hear(&mut self, m: Member) {
+        if self.addresses.contains_key(&m.raft_id) {
+            return;
+        }
+        if self.heard.len() < MAX_HEARD || self.heard.contains_key(&m.raft_id) {
+            self.heard.insert(m.raft_id, m);
+        }
+    }
+
+    /// Records the address committed membership gives `m`.
+    pub(super) fn commit_address(&mut self, m: Member) {
+        self.heard.remove(&m.raft_id);
+        self.addresses.insert(m.raft_id, m);
+    }
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -257,14 +291,11 @@ impl<S: StateMachine> Driver<S> {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                     if let Some((id, address)) = decode_member(&context) {
                         if !address.is_empty() && raft_id(&id) == rid {
-                            self.members.addresses.insert(
-                                rid,
-                                Member {
-                                    raft_id: rid,
-                                    id,
-                                    address,
-                                },
-                            );
+                            self.members.commit_address(Member {
+                                raft_id: rid,
+                                id,
+                                address,
+                            });
                         }
                     }
                 }

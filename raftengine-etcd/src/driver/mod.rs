@@ -38,6 +38,7 @@ mod membership;
 mod proposals;
 mod publish;
 mod reads;
+mod screen;
 mod snapshot;
 mod transfer;
 
@@ -76,6 +77,10 @@ struct Clock {
     applied_term: u64,
     was_leader: bool,
     last_leader_contact: Option<Instant>,
+    /// The newest leader this node followed (0: none yet). Kept while an
+    /// election runs, when raft-rs forgets it: the removed notice is
+    /// honoured from it.
+    last_leader: u64,
 }
 
 /// Everything the loop owns.
@@ -148,6 +153,7 @@ impl<S: StateMachine> Driver<S> {
             data_dir,
             members: Membership {
                 addresses,
+                heard: HashMap::new(),
                 conf_state,
                 conf_index: base.conf_index,
                 waiters: BTreeMap::new(),
@@ -256,6 +262,9 @@ impl<S: StateMachine> Driver<S> {
             }
             self.issue_reads();
             self.process_ready()?;
+            if self.raw.raft.leader_id != raft::INVALID_ID {
+                self.clock.last_leader = self.raw.raft.leader_id;
+            }
             if self.members.removed {
                 return Ok(());
             }
@@ -275,7 +284,7 @@ impl<S: StateMachine> Driver<S> {
         if lid == 0 {
             return None;
         }
-        Some(match self.members.addresses.get(&lid) {
+        Some(match self.members.address_of(lid) {
             Some(m) => LeaderInfo {
                 id: m.id.clone(),
                 address: m.address.clone(),
@@ -335,16 +344,12 @@ impl<S: StateMachine> Driver<S> {
             Event::Peer(PeerInput::Removed {
                 from_id,
                 conf_index,
+                reply,
             }) => {
-                // A notice older than a configuration that lists us again
-                // (re-added since) is stale.
-                let listed = self.members.conf_state.voters.contains(&self.local_raft_id)
-                    || self
-                        .members
-                        .conf_state
-                        .learners
-                        .contains(&self.local_raft_id);
-                if conf_index > self.members.conf_index || !listed {
+                let verdict = self.removed_notice(&from_id, conf_index);
+                let stop = matches!(verdict, Ok(true));
+                let _ = reply.send(verdict.map(|_| ()));
+                if stop {
                     tracing::warn!(node = %self.local_id, from = %from_id, conf_index, "removed from the cluster; stopping");
                     self.members.removed = true;
                     return Ok(Flow::Stop);
@@ -352,42 +357,6 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         Ok(Flow::Continue)
-    }
-
-    fn step_inbound(&mut self, from_id: String, from_address: String, messages: Vec<Message>) {
-        let from = raft_id(&from_id);
-        if !from_address.is_empty() {
-            let known = self
-                .members
-                .addresses
-                .get(&from)
-                .is_some_and(|m| m.address == from_address && m.id == from_id);
-            if !known {
-                self.members.addresses.insert(
-                    from,
-                    Member {
-                        raft_id: from,
-                        id: from_id.clone(),
-                        address: from_address,
-                    },
-                );
-            }
-        }
-        let now = Instant::now();
-        for m in messages {
-            if m.from != from || m.to != self.local_raft_id {
-                tracing::warn!(node = %self.local_id, claimed = %from_id, from = m.from, to = m.to, "dropping misaddressed raft message");
-                continue;
-            }
-            if m.from == self.raw.raft.leader_id && m.term >= self.raw.raft.term {
-                self.clock.last_leader_contact = Some(now);
-            }
-            if let Err(e) = self.raw.step(m) {
-                // StepPeerNotFound / StepLocalMsg are expected for stale
-                // responses and are harmless.
-                tracing::debug!(node = %self.local_id, error = %e, "step refused a message");
-            }
-        }
     }
 
     /// Sends one ReadIndex for every read queued this round, and renews the
@@ -454,7 +423,7 @@ impl<S: StateMachine> Driver<S> {
     fn send_all(&mut self, messages: Vec<Message>) {
         for m in messages {
             let to = m.to;
-            match self.members.addresses.get(&to) {
+            match self.members.address_of(to) {
                 Some(member) if !member.address.is_empty() => {
                     let address = member.address.clone();
                     self.outbound.send(m, &address);

@@ -164,7 +164,7 @@ impl<S: StateMachine> Driver<S> {
         let (conf_index, members) = decode_snapshot_data(&snap.data)?;
         self.storage.install_snapshot(meta, &snap.data, hs)?;
         for m in members {
-            self.members.addresses.insert(m.raft_id, m);
+            self.members.commit_address(m);
         }
         self.members.conf_state = meta.get_conf_state().clone();
         self.members.conf_index = conf_index;

@@ -3,6 +3,7 @@
 
 use super::*;
 use raftengine_kit::peer::{Caller, PeerGate};
+use raftengine_kit::screen;
 
 /// What a peer sent, checked and decoded, for the Raft loop.
 #[derive(Debug)]
@@ -13,8 +14,14 @@ pub(crate) enum PeerInput {
         from_address: String,
         messages: Vec<Message>,
     },
-    /// The leader says a committed configuration removed this node.
-    Removed { from_id: String, conf_index: u64 },
+    /// The leader says a committed configuration removed this node. The
+    /// loop answers whether it honours the notice
+    /// ([`raftengine_kit::screen::honours_removed`]).
+    Removed {
+        from_id: String,
+        conf_index: u64,
+        reply: tokio::sync::oneshot::Sender<Result<(), Status>>,
+    },
 }
 
 /// Why [`PeerSink::deliver`] did not deliver.
@@ -50,6 +57,9 @@ impl<T: From<PeerInput> + Send + 'static> PeerSink for mpsc::Sender<T> {
     }
 }
 
+/// The leader this node follows now, as the Raft loop last published it.
+pub(crate) type LeaderOf = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// Where inbound batches go: the Raft loop's event queue.
 #[derive(Clone)]
 pub(crate) struct Inbound {
@@ -59,6 +69,8 @@ pub(crate) struct Inbound {
     events: Arc<dyn PeerSink>,
     enqueue_timeout: Duration,
     snapshots: SnapshotDir,
+    /// Snapshots are taken only from it.
+    leader: LeaderOf,
 }
 
 impl Inbound {
@@ -67,12 +79,14 @@ impl Inbound {
         events: impl PeerSink,
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
+        leader: LeaderOf,
     ) -> Self {
         Inbound {
             gate,
             events: Arc::new(events),
             enqueue_timeout,
             snapshots,
+            leader,
         }
     }
 
@@ -97,6 +111,7 @@ impl Inbound {
             let m = Message::parse_from_bytes(raw)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
             caller.speaks_as_numeric(m.from)?;
+            plausible_terms(&m)?;
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 // The state machine's bytes must have arrived (and verified)
                 // through InstallSnapshot first.
@@ -123,6 +138,18 @@ impl Inbound {
             Err(Undelivered::Stopped) => Err(Status::unavailable("raft engine is shut down")),
         }
     }
+}
+
+/// Every term `m` carries is plausible ([`screen::plausible_term`]): raft-rs
+/// adds to them unchecked, and a node that took `u64::MAX` as its term
+/// panics on every start after.
+fn plausible_terms(m: &Message) -> Result<(), Status> {
+    screen::plausible_term(m.term, "term")?;
+    screen::plausible_term(m.log_term, "log term")?;
+    screen::plausible_term(m.get_snapshot().get_metadata().term, "snapshot term")?;
+    m.entries
+        .iter()
+        .try_for_each(|e| screen::plausible_term(e.term, "entry term"))
 }
 
 #[tonic::async_trait]
@@ -190,17 +217,28 @@ impl RaftTransport for Inbound {
                 self.gate.local_id()
             )));
         }
+        let (reply, verdict) = tokio::sync::oneshot::channel();
         let input = PeerInput::Removed {
             from_id: notice.from_id,
             conf_index: notice.conf_index,
+            reply,
         };
         match self.events.deliver(input, self.enqueue_timeout).await {
-            Ok(()) => Ok(Response::new(SendReply {})),
+            Ok(()) => {}
             // Already stopped: the notice has nothing left to do.
-            Err(Undelivered::Stopped) => Ok(Response::new(SendReply {})),
+            Err(Undelivered::Stopped) => return Ok(Response::new(SendReply {})),
             Err(Undelivered::Overloaded) => {
-                Err(Status::resource_exhausted("raft loop is overloaded"))
+                return Err(Status::resource_exhausted("raft loop is overloaded"));
             }
+        }
+        match tokio::time::timeout(self.enqueue_timeout, verdict).await {
+            Ok(Ok(Ok(()))) => Ok(Response::new(SendReply {})),
+            Ok(Ok(Err(refused))) => Err(refused),
+            // The loop stopped with the notice in its queue.
+            Ok(Err(_)) => Ok(Response::new(SendReply {})),
+            Err(_) => Err(Status::deadline_exceeded(
+                "raft loop did not answer the notice",
+            )),
         }
     }
 
@@ -214,6 +252,7 @@ impl RaftTransport for Inbound {
             &self.snapshots,
             request.into_inner(),
             self.enqueue_timeout,
+            (self.leader)(),
         )
         .await?;
         Ok(Response::new(SendReply {}))

@@ -70,6 +70,7 @@ mod tests {
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
+            Arc::new(|| Some("n2".to_owned())),
         );
         let garbage = MessageBatch {
             from_id: "n2".into(),
@@ -121,6 +122,7 @@ mod tests {
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
+            Arc::new(|| Some("n2".to_owned())),
         );
         let batch = |from_id: &str, from: &str| {
             let mut m = heartbeat(raftengine::numeric_id("n1"));
@@ -229,6 +231,7 @@ mod tests {
             tx,
             Duration::from_secs(1),
             SnapshotDir::new(dir).unwrap(),
+            Arc::new(|| Some("n2".to_owned())),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();

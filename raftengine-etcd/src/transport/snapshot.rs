@@ -110,7 +110,9 @@ async fn stream_snapshot(
 /// # Errors
 ///
 /// The stream's refusals from `raftengine_kit::snapshot_stream`,
-/// `PermissionDenied` for a header whose sender is not `caller`,
+/// `PermissionDenied` for a header whose sender is not `caller`, or not
+/// `leader` (the leader this node follows: a snapshot replaces the state
+/// machine, and only the leader has one to give),
 /// `InvalidArgument` for an implausible header, `DataLoss` when the file
 /// fails its checksum.
 ///
@@ -123,12 +125,20 @@ pub(super) async fn receive(
     snapshots: &SnapshotDir,
     mut stream: tonic::Streaming<SnapshotChunk>,
     progress: Duration,
+    leader: Option<String>,
 ) -> Result<(), Status> {
     let first = raftengine_kit::snapshot_stream::first_chunk(&mut stream, progress).await?;
     let Some(header) = first.header.clone() else {
         return Err(Status::invalid_argument("snapshot stream without a header"));
     };
     caller.speaks_as(&header.from_id)?;
+    // Checked before a byte is written.
+    if leader.as_deref() != Some(header.from_id.as_str()) {
+        return Err(Status::permission_denied(format!(
+            "a snapshot from {:?}, but this node follows {leader:?}",
+            header.from_id
+        )));
+    }
     if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
         return Err(Status::invalid_argument("implausible snapshot header"));
     }

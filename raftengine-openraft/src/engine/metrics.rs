@@ -151,6 +151,9 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
             return;
         }
         let now_leading = s.state == State::Leader;
+        if let Some(leader) = s.leader {
+            watched.follow(leader);
+        }
         watched.epoch.send_if_modified(|e| {
             let next = Epoch {
                 leading: now_leading,

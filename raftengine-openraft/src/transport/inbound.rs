@@ -22,8 +22,9 @@ use crate::pb::raft_network_server::{RaftNetwork, RaftNetworkServer};
 use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::shared::{Contact, Watched, stop_removed};
 use crate::state_machine::StateMachineAdapter;
-use crate::types::{TypeConfig, Vote};
+use crate::types::{LogId, TypeConfig, Vote};
 use raftengine_kit::peer::Caller;
+use raftengine_kit::screen;
 
 pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) raft: Raft<TypeConfig, StateMachineAdapter<S>>,
@@ -62,9 +63,62 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Frame>, Status> {
         .map_err(|e| Status::internal(format!("encode reply: {e}")))
 }
 
-/// The node a vote names as its leader or candidate must be the caller.
+/// The node a vote names as its leader or candidate must be the caller,
+/// and its term plausible ([`screen::plausible_term`]: openraft adds to
+/// terms unchecked, and a node holding `u64::MAX` stays a candidate
+/// forever).
 fn speaks_for_vote(caller: &Caller, vote: &Vote) -> Result<(), Status> {
-    caller.speaks_as_numeric(vote.leader_id.voted_for)
+    caller.speaks_as_numeric(vote.leader_id.voted_for)?;
+    screen::plausible_term(vote.leader_id.term, "vote term")
+}
+
+/// Every log id a request names has a plausible term.
+fn plausible_log_ids<'a>(ids: impl IntoIterator<Item = &'a LogId>) -> Result<(), Status> {
+    ids.into_iter()
+        .try_for_each(|id| screen::plausible_term(id.leader_id.term, "log id term"))
+}
+
+/// [`speaks_for_vote`], then [`plausible_log_ids`] of everything an append
+/// names.
+fn check_append(caller: &Caller, rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), Status> {
+    speaks_for_vote(caller, &rpc.vote)?;
+    plausible_log_ids(
+        rpc.prev_log_id
+            .iter()
+            .chain(rpc.leader_commit.iter())
+            .chain(rpc.entries.iter().map(|e| &e.log_id)),
+    )
+}
+
+impl<S: StateMachine> Inbound<S> {
+    /// Whether to stop for `notice` ([`screen::honours_removed`]): only
+    /// from the leader this node follows, or followed last while an
+    /// election runs. `index`/`listed`: this node's newest membership and
+    /// whether it lists this node; `leader`: openraft's current leader.
+    fn honours_removed(
+        &self,
+        notice: &RemovedNotice,
+        index: u64,
+        listed: bool,
+        leader: Option<u64>,
+    ) -> Result<bool, Status> {
+        let leader = leader.or_else(|| self.watched.last_leader());
+        let from = raftengine::numeric_id(&notice.from_id);
+        let leader_name = leader.map(|l| {
+            if l == from {
+                notice.from_id.clone()
+            } else {
+                format!("node {l}")
+            }
+        });
+        screen::honours_removed(&screen::RemovedNotice {
+            from: &notice.from_id,
+            leader: leader_name.as_deref(),
+            conf_index: notice.conf_index,
+            local_conf_index: index,
+            listed,
+        })
+    }
 }
 
 fn stopped<E: std::fmt::Display>(e: E) -> Status {
@@ -78,7 +132,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
     async fn append(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
         let caller = self.gate.admit(&request).await?;
         let rpc: AppendEntriesRequest<TypeConfig> = request_of(request.get_ref())?;
-        speaks_for_vote(&caller, &rpc.vote)?;
+        check_append(&caller, &rpc)?;
         let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
         if resp.is_success() {
             self.contact.touch();
@@ -100,7 +154,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             .map(move |item| match item {
                 Ok(frame) => {
                     request_of::<AppendEntriesRequest<TypeConfig>>(&frame).and_then(|rpc| {
-                        speaks_for_vote(&caller, &rpc.vote)?;
+                        check_append(&caller, &rpc)?;
                         Ok(rpc)
                     })
                 }
@@ -144,17 +198,16 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
                 notice.removed_id, self.local_id
             )));
         }
-        // A notice older than a membership that lists us again (re-added
-        // since) is stale.
-        let (index, listed) = {
+        let (index, listed, leader) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
             (
                 m.membership_config.log_id().map_or(0, |l| l.index),
                 m.membership_config.nodes().any(|(n, _)| *n == self.node_id),
+                m.current_leader,
             )
         };
-        if listed && index > notice.conf_index {
+        if !self.honours_removed(&notice, index, listed, leader)? {
             return Ok(Response::new(Frame::default()));
         }
         tracing::warn!(node = %self.local_id, from = %notice.from_id, conf_index = notice.conf_index, "removed from the cluster; stopping");
@@ -166,6 +219,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         let caller = self.gate.admit(&request).await?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, &rpc.vote)?;
+        plausible_log_ids(rpc.last_log_id.iter())?;
         reply(&self.raft.vote(rpc).await.map_err(stopped)?)
     }
 
@@ -173,6 +227,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         let caller = self.gate.admit(&request).await?;
         let rpc: VoteRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, &rpc.vote)?;
+        plausible_log_ids(rpc.last_log_id.iter())?;
         reply(&self.raft.pre_vote(rpc).await.map_err(stopped)?)
     }
 
@@ -180,6 +235,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
         let caller = self.gate.admit(&request).await?;
         let rpc: TransferLeaderRequest<TypeConfig> = request_of(request.get_ref())?;
         speaks_for_vote(&caller, rpc.from_leader())?;
+        plausible_log_ids(rpc.last_log_id())?;
         reply(
             &self
                 .raft
@@ -199,12 +255,22 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             request.into_inner(),
             self.progress_timeout,
             self.max_snapshot_bytes,
+            |vote, meta| {
+                speaks_for_vote(&caller, vote)?;
+                plausible_log_ids(meta.last_log_id.iter())?;
+                // A snapshot replaces the state machine and membership;
+                // only the leader this node follows has one to give.
+                let leader = self.raft.metrics().borrow_watched().current_leader;
+                if leader != Some(vote.leader_id.voted_for) {
+                    return Err(Status::permission_denied(format!(
+                        "a snapshot from node {}, but this node follows {leader:?}",
+                        vote.leader_id.voted_for
+                    )));
+                }
+                Ok(())
+            },
         )
         .await?;
-        if let Err(refused) = speaks_for_vote(&caller, &received.vote) {
-            let _ = tokio::fs::remove_file(&received.path).await;
-            return Err(refused);
-        }
         let installed = self
             .raft
             .install_full_snapshot(received.vote, received.snapshot)

@@ -79,12 +79,14 @@ pub(super) struct Received {
 }
 
 /// Receives a streamed snapshot into a fresh file of `snapshots`, at most
-/// `max_bytes` long.
+/// `max_bytes` long, if `admit` takes the vote its header carries (checked
+/// before a byte is written).
 ///
 /// # Errors
 ///
 /// The stream's refusals from `raftengine_kit::snapshot_stream`,
 /// `InvalidArgument` for an undecodable header or an oversized file,
+/// whatever `admit` refuses with,
 /// `Internal` when the file cannot be reopened. The partial file is
 /// removed.
 ///
@@ -97,10 +99,12 @@ pub(super) async fn receive(
     mut stream: Streaming<SnapshotChunk>,
     progress: Duration,
     max_bytes: u64,
+    admit: impl FnOnce(&Vote, &SnapshotMeta) -> Result<(), Status>,
 ) -> Result<Received, Status> {
     let first = raftengine_kit::snapshot_stream::first_chunk(&mut stream, progress).await?;
     let (vote, meta, size): (Vote, SnapshotMeta, u64) = decode(&first.header)
         .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+    admit(&vote, &meta)?;
     if size > max_bytes {
         return Err(Status::invalid_argument(format!(
             "snapshot of {size} bytes exceeds the limit of {max_bytes}"
