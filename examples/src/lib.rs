@@ -7,6 +7,7 @@
 //! * `kv` — the replicated key-value service: `kv serve` runs a node, the
 //!   other subcommands are its client.
 
+pub mod admin;
 pub mod engines;
 pub mod service;
 

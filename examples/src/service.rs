@@ -7,6 +7,7 @@ use std::sync::Arc;
 use raftengine::{CatchUp, Engine, Error, LeaseDenied, TransferTarget};
 use tonic::{Request, Response, Status};
 
+use crate::admin::AdminToken;
 use crate::api::kv_server::{Kv, KvServer};
 use crate::api::{
     ConfigurationReply, Empty, GetReply, GetRequest, IndexReply, KeyRequest, Member, MemberRequest,
@@ -57,6 +58,8 @@ pub async fn publish_api_address(engine: Arc<dyn Engine<u64>>, api_address: Stri
 pub struct KvService {
     engine: Arc<dyn Engine<u64>>,
     map: Map,
+    /// Admin calls need it; without one they are all refused.
+    admin_token: Option<AdminToken>,
 }
 
 impl std::fmt::Debug for KvService {
@@ -69,8 +72,31 @@ impl std::fmt::Debug for KvService {
 
 impl KvService {
     /// Serves `engine`, reading from `map` (the state machine's map).
+    ///
+    /// Admin calls (add, promote, remove, transfer) are refused until
+    /// [`with_admin_token`](Self::with_admin_token) gives a token.
     pub fn new(engine: Arc<dyn Engine<u64>>, map: Map) -> Self {
-        KvService { engine, map }
+        KvService {
+            engine,
+            map,
+            admin_token: None,
+        }
+    }
+
+    /// Admin calls must carry `token` ([`AdminToken::check`]).
+    pub fn with_admin_token(mut self, token: AdminToken) -> Self {
+        self.admin_token = Some(token);
+        self
+    }
+
+    /// Refuses an admin call without this node's token.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match &self.admin_token {
+            Some(token) => token.check(request),
+            None => Err(Status::permission_denied(
+                "admin calls are disabled on this node (start it with --admin-token-file)",
+            )),
+        }
     }
 
     /// The tonic service to mount next to the Raft transport.
@@ -254,6 +280,7 @@ impl Kv for KvService {
         &self,
         request: Request<MemberRequest>,
     ) -> Result<Response<IndexReply>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let index = self
             .engine
@@ -267,6 +294,7 @@ impl Kv for KvService {
         &self,
         request: Request<MemberRequest>,
     ) -> Result<Response<IndexReply>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         // Promote once the learner holds everything committed so far.
         let target = self.engine.status().commit_index;
@@ -283,6 +311,7 @@ impl Kv for KvService {
         &self,
         request: Request<MemberRequest>,
     ) -> Result<Response<IndexReply>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let index = self
             .engine
@@ -293,6 +322,7 @@ impl Kv for KvService {
     }
 
     async fn transfer(&self, request: Request<MemberRequest>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let target = if r.id.is_empty() {
             TransferTarget::Any

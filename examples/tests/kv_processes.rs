@@ -63,6 +63,21 @@ fn gen_certs(dir: &Path, ids: &[&str]) {
     );
 }
 
+/// Writes an admin token with `kv gen-token`.
+fn gen_token(path: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .arg("gen-token")
+        .arg("--out")
+        .arg(path)
+        .output()
+        .expect("run kv gen-token");
+    assert!(
+        out.status.success(),
+        "kv gen-token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
     let (id, certs) = (node.id.as_str(), dir.join("certs"));
     Command::new(env!("CARGO_BIN_EXE_kv"))
@@ -86,6 +101,8 @@ fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
         .arg(certs.join(format!("{id}.key")))
         .arg("--data-dir")
         .arg(dir.join(id))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
         .args(["--engine", engine])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -161,6 +178,7 @@ async fn run(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ids = ["n1", "n2", "n3"];
     gen_certs(dir.path(), &ids);
+    gen_token(&dir.path().join("admin-token"));
     let mut nodes: Vec<Node> = ids
         .iter()
         .map(|id| Node {
@@ -263,7 +281,7 @@ async fn run(engine: &str) {
         };
         assert_eq!(got, Some(v.clone().into_bytes()), "acknowledged {k} lost");
     }
-    cli_follows_hints_and_reads_cleanly(&nodes, marker).await;
+    cli_follows_hints_and_reads_cleanly(&nodes, marker, dir.path()).await;
     for n in &nodes {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -303,8 +321,9 @@ async fn cli(args: Vec<String>) -> (bool, String, String) {
 /// The client as a user runs it (issue #13, item 12): given only a
 /// follower, a lease or linearizable `get` follows the leader hint; given a
 /// dead address first, it falls back to the others; a refused admin call
-/// prints one clean line and exits non-zero.
-async fn cli_follows_hints_and_reads_cleanly(nodes: &[Node], key: &str) {
+/// prints one clean line and exits non-zero. Admin calls without the
+/// cluster's token, or with another, are refused.
+async fn cli_follows_hints_and_reads_cleanly(nodes: &[Node], key: &str, dir: &Path) {
     let l = leader(nodes).await;
     let follower = (l + 1) % nodes.len();
     let dead = format!("127.0.0.1:{}", free_port());
@@ -329,10 +348,30 @@ async fn cli_follows_hints_and_reads_cleanly(nodes: &[Node], key: &str) {
             "kv get --mode {mode} --addr {addr}"
         );
     }
+    let token = dir.join("admin-token");
+    let other = dir.join("another-token");
+    gen_token(&other);
+    for (file, refusal) in [
+        (None, "admin calls need a bearer token"),
+        (Some(&other), "wrong admin token"),
+    ] {
+        let mut args: Vec<String> = vec!["transfer".into(), "--addr".into(), nodes[l].addr.clone()];
+        if let Some(file) = file {
+            args.push("--token-file".into());
+            args.push(file.display().to_string());
+        }
+        let (ok, _, err) = cli(args).await;
+        assert!(
+            !ok && err.contains(refusal),
+            "transfer with token {file:?}: {err:?}"
+        );
+    }
     let args = vec![
         "promote".into(),
         "--addr".into(),
         nodes[l].addr.clone(),
+        "--token-file".into(),
+        token.display().to_string(),
         "no-such-node".into(),
     ];
     let (ok, _, err) = cli(args).await;

@@ -29,11 +29,13 @@
 pub mod cases;
 pub mod disk;
 mod faults;
+pub mod forge;
 mod harness;
 mod kv;
 mod pki;
 
 pub use faults::{Link, Network, Proxy, node_ip};
+pub use forge::{Answer, Forge, Forger, Forgery};
 
 /// Which node a parameterised case acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,21 @@ pub const CASES: &[&str] = conformance_tests!(@registry (@names));
 #[doc(hidden)]
 pub fn assert_factory<F: raftengine::Factory>(make: impl FnOnce() -> F) {
     let _ = make;
+}
+
+/// Stamps the forged-message cases ([`cases::forged`]), one test per
+/// [`Forgery`], into the calling module. `$forger` is the backend's
+/// [`Forger`]; the wire format is private to a backend, so this usually
+/// sits in the backend's library tests, beside its wire types:
+///
+/// ```text
+/// raftengine_conformance::forged_tests!(MyFactory::default(), MyForger);
+/// ```
+#[macro_export]
+macro_rules! forged_tests {
+    ($factory:expr, $forger:expr) => {
+        $crate::conformance_tests!(@registry (@stamp_forged $factory, $forger));
+    };
 }
 
 /// Stamps one `#[tokio::test]` per conformance case into the calling module.
@@ -155,9 +172,17 @@ macro_rules! conformance_tests {
                 [fsync_fails = $crate::disk::Fault::FsyncFails,
                  write_fails = $crate::disk::Fault::WriteFails,
                  disk_full = $crate::disk::Fault::DiskFull],
+        ] ; forged: [
+            forged::forged_messages_change_nothing =>
+                [huge_term = $crate::Forgery::HugeTerm,
+                 commit_beyond_log = $crate::Forgery::CommitBeyondLog,
+                 removed_notice = $crate::Forgery::RemovedNotice,
+                 poisoned_address = $crate::Forgery::PoisonedAddress,
+                 snapshot_from_follower = $crate::Forgery::SnapshotFromFollower],
         ] }
     };
-    (@stamp $factory:expr ; cases: [$($cases:tt)*] ; params: [$($params:tt)*]) => {
+    (@stamp $factory:expr ; cases: [$($cases:tt)*] ; params: [$($params:tt)*] ;
+        forged: [$($forged:tt)*]) => {
         // The tests exist only under `cargo test`; this checks the factory
         // expression in every build (a doc example with a wrong one fails).
         const _: () = {
@@ -171,11 +196,27 @@ macro_rules! conformance_tests {
     };
     (@names ; cases: [$($module:ident :: $case:ident),* $(,)?] ;
         params: [$($pmodule:ident :: $pcase:ident ($param:ident : $ty:ty) =>
-            [$($name:ident = $value:expr),+ $(,)?]),* $(,)?]) => {
+            [$($name:ident = $value:expr),+ $(,)?]),* $(,)?] ;
+        forged: [$($fmodule:ident :: $fcase:ident =>
+            [$($fname:ident = $fvalue:expr),+ $(,)?]),* $(,)?]) => {
         &[
             $(concat!(stringify!($module), "::", stringify!($case)),)*
             $(concat!(stringify!($pmodule), "::", stringify!($pcase)),)*
+            $(concat!(stringify!($fmodule), "::", stringify!($fcase)),)*
         ]
+    };
+    (@stamp_forged $factory:expr, $forger:expr ; cases: [$($cases:tt)*] ;
+        params: [$($params:tt)*] ;
+        forged: [$($module:ident :: $case:ident =>
+            [$($name:ident = $value:expr),+ $(,)?]),* $(,)?]) => {
+        $(
+            #[::rstest::rstest]
+            $( #[case::$name($value)] )+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case(#[case] forgery: $crate::Forgery) {
+                $crate::cases::$module::$case($factory, $forger, forgery).await;
+            }
+        )*
     };
     (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
         $(

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use raftengine::tls::{PeerLimits, PeerSecurity, PeerTls};
 use raftengine::{Factory, FactoryConfig, Server, StopReason, TransportServer};
 use raftengine_examples::KvMachine;
+use raftengine_examples::admin::AdminToken;
 use raftengine_examples::api::kv_client::KvClient;
 use raftengine_examples::api::{
     Empty, GetRequest, KeyRequest, MemberRequest, PutRequest, ReadMode,
@@ -97,6 +98,16 @@ enum Command {
         /// Which Raft engine to run.
         #[arg(long, value_enum, default_value = "etcd")]
         engine: EngineKind,
+        /// The file holding the token admin calls must carry (`kv
+        /// gen-token` makes one). Without it every admin call is refused.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Write a new admin token (128 random bits, hex) to `--out`, readable
+    /// by its owner only.
+    GenToken {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a value.
     Put {
@@ -143,6 +154,9 @@ enum Command {
     AddLearner {
         #[arg(long, value_delimiter = ',', required = true)]
         addr: Vec<String>,
+        /// The file holding the cluster's admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         id: String,
         address: String,
     },
@@ -150,18 +164,27 @@ enum Command {
     Promote {
         #[arg(long, value_delimiter = ',', required = true)]
         addr: Vec<String>,
+        /// The file holding the cluster's admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         id: String,
     },
     /// Remove a member.
     Remove {
         #[arg(long, value_delimiter = ',', required = true)]
         addr: Vec<String>,
+        /// The file holding the cluster's admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         id: String,
     },
     /// Hand leadership to `id` (or to any voter).
     Transfer {
         #[arg(long, value_delimiter = ',', required = true)]
         addr: Vec<String>,
+        /// The file holding the cluster's admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         id: Option<String>,
     },
 }
@@ -188,6 +211,7 @@ struct Serve {
     peers: Vec<Server>,
     bootstrap: bool,
     join_as_learner: bool,
+    admin_token: Option<AdminToken>,
 }
 
 impl WithFactory for Serve {
@@ -209,6 +233,7 @@ async fn serve<F: Factory>(
         peers,
         bootstrap,
         join_as_learner,
+        admin_token,
     }: Serve,
 ) -> Result<(), String> {
     let sm = KvMachine::default();
@@ -228,7 +253,12 @@ async fn serve<F: Factory>(
     let created = factory.create(config).await.map_err(|e| e.to_string())?;
     let server = created.serve(listener).map_err(|e| e.to_string())?;
     let engine = created.engine;
-    let api_routes = tonic::service::Routes::new(KvService::new(engine.clone(), map).into_server());
+    let mut service = KvService::new(engine.clone(), map);
+    match admin_token {
+        Some(token) => service = service.with_admin_token(token),
+        None => eprintln!("node {id}: no --admin-token-file; every admin call is refused"),
+    }
+    let api_routes = tonic::service::Routes::new(service.into_server());
     let api_server = TransportServer::spawn(api_routes, api_listener, None, PeerLimits::default())
         .map_err(|e| e.to_string())?;
     tokio::spawn(publish_api_address(engine.clone(), api.clone()));
@@ -347,9 +377,23 @@ fn gen_certs(out: &std::path::Path, ids: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The admin token in `file`, if one is given.
+fn token_of(file: Option<PathBuf>) -> Result<Option<AdminToken>, String> {
+    file.map(|f| AdminToken::from_file(&f)).transpose()
+}
+
+/// An admin request carrying `token` (none: the node refuses it).
+fn admin<T>(token: &Option<AdminToken>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        token.attach(&mut request);
+    }
+    request
+}
+
 async fn client(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve { .. } | Command::GenCerts { .. } => {
+        Command::Serve { .. } | Command::GenCerts { .. } | Command::GenToken { .. } => {
             return Err("not a client command".into());
         }
         Command::Put { addr, key, value } => {
@@ -422,45 +466,78 @@ async fn client(command: Command) -> Result<(), String> {
                 println!("  {} {} {role}", m.id, m.address);
             }
         }
-        Command::AddLearner { addr, id, address } => {
+        Command::AddLearner {
+            addr,
+            token_file,
+            id,
+            address,
+        } => {
+            let token = token_of(token_file)?;
             let r = with_leader(&addr, |mut c| {
-                let req = MemberRequest {
-                    id: id.clone(),
-                    address: address.clone(),
-                };
+                let req = admin(
+                    &token,
+                    MemberRequest {
+                        id: id.clone(),
+                        address: address.clone(),
+                    },
+                );
                 async move { c.add_learner(req).await }
             })
             .await?;
             println!("ok, configuration index {}", r.index);
         }
-        Command::Promote { addr, id } => {
+        Command::Promote {
+            addr,
+            token_file,
+            id,
+        } => {
+            let token = token_of(token_file)?;
             let r = with_leader(&addr, |mut c| {
-                let req = MemberRequest {
-                    id: id.clone(),
-                    address: String::new(),
-                };
+                let req = admin(
+                    &token,
+                    MemberRequest {
+                        id: id.clone(),
+                        address: String::new(),
+                    },
+                );
                 async move { c.promote(req).await }
             })
             .await?;
             println!("ok, configuration index {}", r.index);
         }
-        Command::Remove { addr, id } => {
+        Command::Remove {
+            addr,
+            token_file,
+            id,
+        } => {
+            let token = token_of(token_file)?;
             let r = with_leader(&addr, |mut c| {
-                let req = MemberRequest {
-                    id: id.clone(),
-                    address: String::new(),
-                };
+                let req = admin(
+                    &token,
+                    MemberRequest {
+                        id: id.clone(),
+                        address: String::new(),
+                    },
+                );
                 async move { c.remove(req).await }
             })
             .await?;
             println!("ok, configuration index {}", r.index);
         }
-        Command::Transfer { addr, id } => {
+        Command::Transfer {
+            addr,
+            token_file,
+            id,
+        } => {
+            let token = token_of(token_file)?;
             with_leader(&addr, |mut c| {
-                let req = MemberRequest {
-                    id: id.clone().unwrap_or_default(),
-                    address: String::new(),
-                };
+                let req = admin(
+                    &token,
+                    MemberRequest {
+                        id: id.clone().unwrap_or_default(),
+                        address: String::new(),
+                    },
+                );
                 async move { c.transfer(req).await }
             })
             .await?;
@@ -494,6 +571,7 @@ async fn main() -> ExitCode {
             bootstrap,
             join_as_learner,
             engine,
+            admin_token_file,
         } => {
             let security = match (peer_ca, peer_cert, peer_key, plaintext_peers) {
                 (Some(ca), Some(cert), Some(key), false) => {
@@ -506,9 +584,9 @@ async fn main() -> ExitCode {
                         .to_owned(),
                 ),
             };
-            match (parse_peers(&peers), security) {
-                (Err(e), _) | (_, Err(e)) => Err(e),
-                (Ok(peers), Ok(security)) => {
+            match (parse_peers(&peers), security, token_of(admin_token_file)) {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                (Ok(peers), Ok(security), Ok(admin_token)) => {
                     let job = Serve {
                         id,
                         listen,
@@ -518,12 +596,16 @@ async fn main() -> ExitCode {
                         peers,
                         bootstrap,
                         join_as_learner,
+                        admin_token,
                     };
                     with_factory(engine.name(), job).await.and_then(|r| r)
                 }
             }
         }
         Command::GenCerts { out, ids } => gen_certs(&out, &ids),
+        Command::GenToken { out } => AdminToken::generate()
+            .write_new(&out)
+            .map_err(|e| format!("write {}: {e}", out.display())),
         command => client(command).await,
     };
     match result {

@@ -9,6 +9,7 @@
 pub mod basics;
 pub mod callbacks;
 pub mod elections;
+pub mod forged;
 pub mod hostile;
 pub mod lease;
 pub mod linearizability;

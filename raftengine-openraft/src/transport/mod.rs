@@ -5,3 +5,6 @@
 pub(crate) mod inbound;
 pub(crate) mod outbound;
 mod snapshot;
+
+#[cfg(test)]
+mod forged_tests;

@@ -1,0 +1,177 @@
+//! The suite's forged-message cases (`raftengine_conformance::forge`), in
+//! this backend's wire format. They live in the library's tests because
+//! the wire types are private to the crate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::Membership;
+use openraft::entry::RaftEntry;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use raftengine_conformance::{Answer, Forge, Forger, Forgery};
+use raftengine_kit::cluster_id::ClusterId;
+use raftengine_kit::peer::{Dialer, PeerChannel};
+
+use crate::codec::encode;
+use crate::pb::raft_network_client::RaftNetworkClient;
+use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
+use crate::types::{Committed, Entry, LogId, Peer, SnapshotMeta, TypeConfig, Vote};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Writes forgeries as openraft requests in this backend's frames.
+pub(crate) struct OpenraftForger;
+
+/// A snapshot payload of the forger's choice.
+struct Payload(&'static [u8]);
+
+impl raftengine::Snapshot for Payload {
+    fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<u64> {
+        writer.write_all(self.0)?;
+        Ok(self.0.len() as u64)
+    }
+}
+
+fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer {
+    match result {
+        Ok(_) => Answer::Taken,
+        Err(s) => Answer::Refused(s.code() as i32, s.message().to_owned()),
+    }
+}
+
+fn frame<T: serde::Serialize>(value: &T) -> Result<Frame, String> {
+    Ok(Frame {
+        payload: encode(value).map_err(|e| e.to_string())?.into(),
+    })
+}
+
+/// A client that speaks as `forge.from`, with its certificate and cluster
+/// id, checked to get past the target's gate: a notice naming another node
+/// is refused for that reason alone.
+async fn client(forge: &Forge) -> Result<RaftNetworkClient<PeerChannel>, String> {
+    let cluster = ClusterId::open(&forge.from_dir, None).map_err(|e| e.to_string())?;
+    let dialer = Dialer::new(Some(forge.credentials.clone()), None, DEADLINE, cluster);
+    let endpoint = dialer
+        .endpoint(&forge.to_address)
+        .ok_or_else(|| format!("bad address {}", forge.to_address))?;
+    let mut client =
+        RaftNetworkClient::new(dialer.channel(endpoint, raftengine::numeric_id(&forge.to)));
+    let probe = client
+        .removed(RemovedNotice {
+            from_id: forge.from.clone(),
+            removed_id: "nobody".into(),
+            conf_index: 0,
+        })
+        .await;
+    match probe {
+        Err(s)
+            if s.code() == tonic::Code::InvalidArgument && s.message().contains("notice names") =>
+        {
+            Ok(client)
+        }
+        other => Err(format!(
+            "the forger's probe did not reach the engine: {other:?}"
+        )),
+    }
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(Committed::new(term), index)
+}
+
+impl Forger for OpenraftForger {
+    async fn send(&self, forgery: Forgery, forge: &Forge) -> Result<Answer, String> {
+        let mut client = client(forge).await?;
+        let (from, to) = (
+            raftengine::numeric_id(&forge.from),
+            raftengine::numeric_id(&forge.to),
+        );
+        Ok(match forgery {
+            Forgery::HugeTerm => {
+                let rpc: VoteRequest<TypeConfig> =
+                    VoteRequest::new(Vote::new(forge.term, from), None);
+                answer(client.vote(frame(&rpc)?).await)
+            }
+            Forgery::CommitBeyondLog => {
+                let rpc = AppendEntriesRequest::<TypeConfig> {
+                    vote: Vote::new_committed(forge.term, from),
+                    prev_log_id: None,
+                    entries: vec![],
+                    leader_commit: Some(log_id(forge.term, forge.commit)),
+                };
+                answer(client.append(frame(&rpc)?).await)
+            }
+            Forgery::RemovedNotice => answer(
+                client
+                    .removed(RemovedNotice {
+                        from_id: forge.from.clone(),
+                        removed_id: forge.to.clone(),
+                        conf_index: u64::MAX,
+                    })
+                    .await,
+            ),
+            // This wire carries no sender address: addresses come only from
+            // membership entries, so the forgery is an append whose
+            // membership puts the sender at the trap.
+            Forgery::PoisonedAddress => {
+                let nodes: BTreeMap<u64, Peer> = [
+                    (
+                        from,
+                        Peer {
+                            id: forge.from.clone(),
+                            address: forge.poison_address.clone(),
+                        },
+                    ),
+                    (
+                        to,
+                        Peer {
+                            id: forge.to.clone(),
+                            address: forge.to_address.clone(),
+                        },
+                    ),
+                ]
+                .into();
+                let voters: BTreeSet<u64> = [from, to].into();
+                let membership = Membership::new(vec![voters], nodes).map_err(|e| e.to_string())?;
+                let rpc = AppendEntriesRequest::<TypeConfig> {
+                    vote: Vote::new_committed(forge.term, from),
+                    prev_log_id: None,
+                    entries: vec![Entry::new_membership(log_id(forge.term, 1), membership)],
+                    leader_commit: None,
+                };
+                answer(client.append(frame(&rpc)?).await)
+            }
+            Forgery::SnapshotFromFollower => {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let snapshots =
+                    raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
+                let (index, term) = (forge.commit, forge.term);
+                snapshots
+                    .write(index, term, &mut Payload(b"forged state"))
+                    .map_err(|e| e.to_string())?;
+                let file = std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())?;
+                let meta = SnapshotMeta {
+                    last_log_id: Some(log_id(term, index)),
+                    last_membership: Default::default(),
+                };
+                let header = encode(&(Vote::new_committed(term, from), meta, file.len() as u64))
+                    .map_err(|e| e.to_string())?;
+                let chunk = SnapshotChunk {
+                    header: header.into(),
+                    data: file.into(),
+                };
+                answer(
+                    client
+                        .install_snapshot(tokio_stream::iter(vec![chunk]))
+                        .await,
+                )
+            }
+            other => panic!("the openraft forger cannot write {other:?}"),
+        })
+    }
+}
+
+raftengine_conformance::forged_tests!(
+    crate::OpenraftFactory::new(crate::OpenraftConfig::default()),
+    OpenraftForger
+);
