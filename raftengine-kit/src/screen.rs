@@ -9,9 +9,10 @@ use tonic::Status;
 /// The largest term a message may carry. A correct cluster gains one term
 /// per election; at one election per millisecond it would need about 9,000
 /// years to get here. The bound is absolute, not relative to this node's
-/// term, because a node cut off for long legitimately comes back with many
-/// more terms than its peers (openraft has no pre-vote). Terms near
-/// `u64::MAX` overflow both engines' arithmetic and stall every election.
+/// term: a relative bound would refuse a leader legitimately elected many
+/// terms on while this node was cut off, and a ceiling far past any real
+/// cluster's lifetime costs nothing. Terms near `u64::MAX` overflow both
+/// engines' arithmetic (a panic in raft-rs's loop, in openraft's core).
 pub const MAX_TERM: u64 = 1 << 48;
 
 /// Refuses a term above [`MAX_TERM`]; `what` names the field.

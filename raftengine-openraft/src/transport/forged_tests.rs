@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openraft::Membership;
 use openraft::entry::RaftEntry;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::AppendEntriesRequest;
 use raftengine_conformance::{Answer, Forge, Forger, Forgery};
 use raftengine_kit::cluster_id::ClusterId;
 use raftengine_kit::peer::{Dialer, PeerChannel};
@@ -87,10 +87,17 @@ impl Forger for OpenraftForger {
             raftengine::numeric_id(&forge.to),
         );
         Ok(match forgery {
+            // An append, not a vote request: a follower under a leader's
+            // lease ignores vote requests, but takes any higher vote an
+            // append carries.
             Forgery::HugeTerm => {
-                let rpc: VoteRequest<TypeConfig> =
-                    VoteRequest::new(Vote::new(forge.term, from), None);
-                answer(client.vote(frame(&rpc)?).await)
+                let rpc = AppendEntriesRequest::<TypeConfig> {
+                    vote: Vote::new_committed(forge.term, from),
+                    prev_log_id: None,
+                    entries: vec![],
+                    leader_commit: None,
+                };
+                answer(client.append(frame(&rpc)?).await)
             }
             Forgery::CommitBeyondLog => {
                 let rpc = AppendEntriesRequest::<TypeConfig> {
