@@ -30,16 +30,25 @@ pub enum Forgery {
     /// A snapshot of the target's current term from a member that is not
     /// its leader: a valid file envelope, a payload of the forger's choice.
     SnapshotFromFollower,
+    /// A message that would be taken if it were not [`Forge::size`] bytes
+    /// long, above the target's `PeerLimits::max_message_bytes`.
+    OversizedMessage,
+    /// A snapshot from the target's leader (its current vote) whose file
+    /// is [`Forge::size`] bytes long, above the target's
+    /// `PeerLimits::max_snapshot_bytes`: a valid envelope, sent whole.
+    OversizedSnapshot,
 }
 
 impl Forgery {
     /// Every forgery, in the order the suite stamps them.
-    pub const ALL: [Forgery; 5] = [
+    pub const ALL: [Forgery; 7] = [
         Forgery::HugeTerm,
         Forgery::CommitBeyondLog,
         Forgery::RemovedNotice,
         Forgery::PoisonedAddress,
         Forgery::SnapshotFromFollower,
+        Forgery::OversizedMessage,
+        Forgery::OversizedSnapshot,
     ];
 }
 
@@ -63,6 +72,9 @@ pub struct Forge {
     /// The address of [`Forgery::PoisonedAddress`]: a listener the suite
     /// watches for connections.
     pub poison_address: String,
+    /// The size of [`Forgery::OversizedMessage`] and
+    /// [`Forgery::OversizedSnapshot`], in bytes.
+    pub size: u64,
 }
 
 /// What the target answered a forgery.

@@ -177,6 +177,9 @@ pub struct Cluster<F: Factory> {
     /// `disks[i]`. Declared after `nodes`, so engines are dropped before
     /// their disks unmount.
     disks: Vec<Disk>,
+    /// What every node's peer port admits ([`Cluster::start_with_limits`];
+    /// the defaults otherwise).
+    pub limits: raftengine::tls::PeerLimits,
 }
 
 async fn bind(address: &str) -> tokio::net::TcpListener {
@@ -201,6 +204,16 @@ impl<F: Factory> Cluster<F> {
         Self::start_with(factory, n, Vec::new(), pki).await
     }
 
+    /// [`Cluster::start`], every node's peer port admitting `limits`.
+    pub async fn start_with_limits(
+        factory: F,
+        n: usize,
+        limits: raftengine::tls::PeerLimits,
+    ) -> Self {
+        let pki = TestPki::new("raftengine conformance CA");
+        Self::start_with_options(factory, n, Vec::new(), pki, limits).await
+    }
+
     /// Starts `n` voters like [`Cluster::start`], each with its data dir on
     /// a power-cut disk of its own ([`crate::disk`]): see
     /// [`Cluster::power_cycle`] and [`Cluster::disk`].
@@ -218,6 +231,17 @@ impl<F: Factory> Cluster<F> {
     }
 
     async fn start_with(factory: F, n: usize, disks: Vec<Disk>, pki: TestPki) -> Self {
+        let limits = raftengine::tls::PeerLimits::default();
+        Self::start_with_options(factory, n, disks, pki, limits).await
+    }
+
+    async fn start_with_options(
+        factory: F,
+        n: usize,
+        disks: Vec<Disk>,
+        pki: TestPki,
+        limits: raftengine::tls::PeerLimits,
+    ) -> Self {
         // Logs go to the test output when RUST_LOG is set (e.g. `info`).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -247,6 +271,7 @@ impl<F: Factory> Cluster<F> {
             net,
             pki,
             disks,
+            limits,
         };
         for (i, slot) in slots.into_iter().enumerate() {
             let id = peers[i].id.clone();
@@ -318,7 +343,8 @@ impl<F: Factory> Cluster<F> {
             // The fault proxy tells links apart by their source IP.
             .with_bind_outbound_to_local_ip(true)
             // A certificate issued at every start: restarts also rotate.
-            .with_peer_security(PeerSecurity::Tls(self.pki.node(id)));
+            .with_peer_security(PeerSecurity::Tls(self.pki.node(id)))
+            .with_peer_limits(self.limits);
         let created = self.factory.create(config).await?;
         let server = created.serve(listener)?;
         Ok(Running {

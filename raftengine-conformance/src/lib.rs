@@ -178,7 +178,9 @@ macro_rules! conformance_tests {
                  commit_beyond_log = $crate::Forgery::CommitBeyondLog,
                  removed_notice = $crate::Forgery::RemovedNotice,
                  poisoned_address = $crate::Forgery::PoisonedAddress,
-                 snapshot_from_follower = $crate::Forgery::SnapshotFromFollower],
+                 snapshot_from_follower = $crate::Forgery::SnapshotFromFollower,
+                 oversized_message = $crate::Forgery::OversizedMessage,
+                 oversized_snapshot = $crate::Forgery::OversizedSnapshot],
         ] }
     };
     (@stamp $factory:expr ; cases: [$($cases:tt)*] ; params: [$($params:tt)*] ;

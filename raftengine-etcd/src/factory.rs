@@ -79,6 +79,14 @@ impl Factory for EtcdFactory {
         let local_ip = config.outbound_source_ip()?;
         let credentials = config.peer_credentials().await?;
         let peer_limits = config.peer_limits;
+        peer_limits.check_message_room(
+            crate::transport::largest_frame(
+                self.config
+                    .max_proposal_bytes
+                    .max(usize::try_from(self.config.max_size_per_msg).unwrap_or(usize::MAX)),
+            ),
+            "the etcd backend's largest batch (max_proposal_bytes, max_size_per_msg)",
+        )?;
         // Lazy: nothing is read or written until it is awaited, once the
         // node's storage has opened.
         let cluster = raftengine_kit::cluster_id::ClusterId::open_for(&config);
@@ -194,6 +202,7 @@ impl Factory for EtcdFactory {
             self.config.rpc_timeout,
             tokio::runtime::Handle::current(),
             failures_tx,
+            peer_limits.max_message_bytes,
         );
         let shared = Arc::new(Shared::new(opened.storage.sync_counter()));
         let mut driver = Driver::new(
@@ -248,6 +257,7 @@ impl Factory for EtcdFactory {
                 let shared = shared.clone();
                 Arc::new(move || shared.status().leader.map(|l| l.id))
             },
+            &peer_limits,
         );
         let transport = tonic::service::Routes::new(inbound.into_service());
         let engine = EtcdEngine {

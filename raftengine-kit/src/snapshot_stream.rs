@@ -158,9 +158,77 @@ where
     Ok(handle)
 }
 
+/// What a node admits of snapshot uploads
+/// ([`PeerLimits`](raftengine::tls::PeerLimits)'s `max_snapshot_bytes`
+/// and `max_snapshot_receives`). Cheap to clone; clones share the slots.
+#[derive(Debug, Clone)]
+pub struct ReceiveLimits {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    max_bytes: u64,
+}
+
+/// One upload's place in [`ReceiveLimits`], given back on drop.
+#[derive(Debug)]
+pub struct ReceiveSlot(
+    // Held only to be dropped.
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
+
+impl ReceiveLimits {
+    /// The limits `limits` sets.
+    pub fn new(limits: &raftengine::tls::PeerLimits) -> Self {
+        ReceiveLimits {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_snapshot_receives)),
+            max_bytes: limits.max_snapshot_bytes,
+        }
+    }
+
+    /// Admits an upload announcing `size` bytes; call it once the header
+    /// is checked, before writing. Hold the slot until the file is
+    /// published or removed.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a size above the limit, `ResourceExhausted`
+    /// while every slot is taken.
+    pub fn admit(&self, size: u64) -> Result<ReceiveSlot, Status> {
+        if size > self.max_bytes {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot of {size} bytes is above the limit of {}",
+                self.max_bytes
+            )));
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(ReceiveSlot)
+            .map_err(|_| Status::resource_exhausted("every snapshot receive slot is taken"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_beyond_the_limits_are_refused() {
+        let limits = ReceiveLimits::new(
+            &raftengine::tls::PeerLimits::default()
+                .with_max_snapshot_bytes(100)
+                .with_max_snapshot_receives(2),
+        );
+        assert_eq!(
+            limits.admit(101).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let (a, _b) = (limits.admit(100).unwrap(), limits.admit(1).unwrap());
+        assert_eq!(
+            limits.admit(1).unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+        drop(a);
+        limits.admit(1).unwrap();
+    }
 
     async fn sent_and_received(len: usize) -> Vec<u8> {
         let dir = tempfile::tempdir().expect("tempdir");

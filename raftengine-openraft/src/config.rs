@@ -39,8 +39,6 @@ pub struct OpenraftConfig {
     pub rpc_timeout: Duration,
     /// How long a peer may take to install a received snapshot and answer.
     pub snapshot_install_timeout: Duration,
-    /// Largest snapshot file a node accepts from a peer.
-    pub max_snapshot_bytes: u64,
     /// Take a state-machine snapshot after this many entries since the last
     /// one; the log before it is then purged. Default 100,000 (etcd's
     /// default `--snapshot-count`): each snapshot serializes the whole
@@ -68,7 +66,6 @@ impl Default for OpenraftConfig {
             max_payload_entries: 1024,
             rpc_timeout: Duration::from_secs(2),
             snapshot_install_timeout: Duration::from_secs(60),
-            max_snapshot_bytes: 64 * 1024 * 1024 * 1024,
             snapshot_interval: 100_000,
             snapshot_keep_entries: 5_000,
             transfer_timeout: Duration::from_secs(5),
@@ -86,7 +83,6 @@ raftengine_kit::config_setters!(OpenraftConfig {
     with_max_payload_entries => max_payload_entries: u64,
     with_rpc_timeout => rpc_timeout: Duration,
     with_snapshot_install_timeout => snapshot_install_timeout: Duration,
-    with_max_snapshot_bytes => max_snapshot_bytes: u64,
     with_snapshot_interval => snapshot_interval: u64,
     with_snapshot_keep_entries => snapshot_keep_entries: u64,
     with_transfer_timeout => transfer_timeout: Duration,
@@ -139,10 +135,11 @@ impl OpenraftConfig {
 
     /// Largest gRPC message: a full append batch of maximal proposals is
     /// split by openraft, so this only has to hold one proposal plus framing.
-    pub(crate) fn max_message_bytes(&self) -> usize {
-        self.max_proposal_bytes
-            .saturating_mul(2)
-            .max(16 * 1024 * 1024)
+    /// The largest message this configuration sends: an append holding
+    /// one proposal of the largest size, with room for framing
+    /// (`PeerLimits::max_message_bytes` must hold it).
+    pub(crate) fn largest_message(&self) -> usize {
+        self.max_proposal_bytes.saturating_mul(2)
     }
 
     fn millis(d: Duration) -> u64 {

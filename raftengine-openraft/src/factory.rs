@@ -57,6 +57,10 @@ impl Factory for OpenraftFactory {
         let local_ip = config.outbound_source_ip()?;
         let credentials = config.peer_credentials().await?;
         let peer_limits = config.peer_limits;
+        peer_limits.check_message_room(
+            self.config.largest_message(),
+            "the openraft backend's largest append (2 × max_proposal_bytes)",
+        )?;
         // Lazy: nothing is read or written until it is awaited, once the
         // node's storage has opened.
         let cluster = raftengine_kit::cluster_id::ClusterId::open_for(&config);
@@ -101,7 +105,7 @@ impl Factory for OpenraftFactory {
                 cluster.clone(),
             ),
             self.config.rpc_timeout,
-            self.config.max_message_bytes(),
+            peer_limits.max_message_bytes,
             self.config.snapshot_install_timeout,
         ));
         let raft = Raft::new(
@@ -192,8 +196,8 @@ impl Factory for OpenraftFactory {
             raft: raft.clone(),
             snapshots,
             progress_timeout: self.config.rpc_timeout,
-            max_snapshot_bytes: self.config.max_snapshot_bytes,
-            max_message_bytes: self.config.max_message_bytes(),
+            receives: raftengine_kit::snapshot_stream::ReceiveLimits::new(&peer_limits),
+            max_message_bytes: peer_limits.max_message_bytes,
             contact: contact.clone(),
             local_id: config.local_id.clone(),
             node_id,

@@ -13,6 +13,19 @@ use raftengine::{Factory, State};
 use crate::forge::{Answer, Forge, Forger, Forgery};
 use crate::harness::{Cluster, step};
 
+/// What the nodes of these cases admit: the default message limit halved
+/// (still above what either backend sends with its default proposal
+/// limit), snapshots of 1 MiB.
+pub fn limits() -> raftengine::tls::PeerLimits {
+    raftengine::tls::PeerLimits::default()
+        .with_max_message_bytes(32 * 1024 * 1024)
+        .with_max_snapshot_bytes(1024 * 1024)
+}
+
+/// gRPC's status codes, as [`Answer::Refused`] carries them.
+const INVALID_ARGUMENT: i32 = 3;
+const OUT_OF_RANGE: i32 = 11;
+
 /// Sends `forgery` three times to a node of a healthy 3-node cluster, as
 /// another member, then checks that nothing changed:
 ///
@@ -22,17 +35,22 @@ use crate::harness::{Cluster, step};
 /// * no node connected to the address a forged message gave;
 /// * the target restarts on its data dir and keeps up;
 /// * every replica holds the same map;
-/// * a snapshot from a member that is not the leader is refused.
+/// * a snapshot from a member that is not the leader is refused;
+/// * a message above the message limit is refused with `OUT_OF_RANGE`
+///   (gRPC's message-size refusal) before it is decoded, and a snapshot
+///   above the snapshot limit with `INVALID_ARGUMENT` at its header.
 ///
-/// The target is a follower and the sender the other follower, except for
-/// [`Forgery::PoisonedAddress`], sent to the leader (whose address book
-/// decides where entries go).
+/// The nodes run with [`limits`]. The target is a follower and the sender
+/// the other follower, except for [`Forgery::PoisonedAddress`], sent to
+/// the leader (whose address book decides where entries go), and
+/// [`Forgery::OversizedSnapshot`], sent as the leader (the one member a
+/// snapshot is taken from).
 pub async fn forged_messages_change_nothing<F: Factory, G: Forger>(
     factory: F,
     forger: G,
     forgery: Forgery,
 ) {
-    let c = Cluster::start(factory, 3).await;
+    let c = Cluster::start_with_limits(factory, 3, limits()).await;
     let leader = c.wait_leader().await;
     c.every_node_applies_new_writes("before-forgery", 5).await;
     let follower = c.other_than(leader);
@@ -41,6 +59,7 @@ pub async fn forged_messages_change_nothing<F: Factory, G: Forger>(
         .unwrap_or_else(|| panic!("a 3-node cluster has a third node"));
     let (target, sender) = match forgery {
         Forgery::PoisonedAddress => (leader, follower),
+        Forgery::OversizedSnapshot => (follower, leader),
         _ => (follower, third),
     };
 
@@ -78,6 +97,10 @@ pub async fn forged_messages_change_nothing<F: Factory, G: Forger>(
         },
         commit: status.commit_index + 1_000_000,
         poison_address: trap_address.clone(),
+        size: match forgery {
+            Forgery::OversizedSnapshot => limits().max_snapshot_bytes + 1,
+            _ => limits().max_message_bytes as u64 + 1,
+        },
     };
     for round in 1..=3 {
         let answer = forger
@@ -88,12 +111,25 @@ pub async fn forged_messages_change_nothing<F: Factory, G: Forger>(
             "{forgery:?} #{round} from {from} to {}: {answer:?}",
             forge.to
         ));
-        if forgery == Forgery::SnapshotFromFollower {
-            assert!(
+        match forgery {
+            Forgery::SnapshotFromFollower => assert!(
                 matches!(answer, Answer::Refused(..)),
                 "{} took a snapshot from {from}, which does not lead it",
                 forge.to
-            );
+            ),
+            Forgery::OversizedMessage => assert!(
+                matches!(answer, Answer::Refused(OUT_OF_RANGE, _)),
+                "{} did not refuse a message of {} bytes as too large: {answer:?}",
+                forge.to,
+                forge.size
+            ),
+            Forgery::OversizedSnapshot => assert!(
+                matches!(answer, Answer::Refused(INVALID_ARGUMENT, _)),
+                "{} did not refuse a snapshot of {} bytes at its header: {answer:?}",
+                forge.to,
+                forge.size
+            ),
+            _ => {}
         }
     }
 

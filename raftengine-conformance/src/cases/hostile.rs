@@ -106,6 +106,14 @@ pub async fn invalid_factory_configs_are_refused<F: Factory>(factory: F) {
         .into_iter()
         .map(|(what, cfg)| (what, cfg, ""))
         .collect();
+    // A message limit no backend's largest proposal fits in.
+    cases.push((
+        "a peer message limit below the largest proposal",
+        make("a")
+            .with_bootstrap(true)
+            .with_peer_limits(raftengine::tls::PeerLimits::default().with_max_message_bytes(1024)),
+        "max_message_bytes",
+    ));
     // Peer security (issue #15): no choice made, and TLS files that do not
     // pass the checks. Each must name what is wrong.
     let pki = crate::TestPki::new("invalid-config CA");

@@ -19,13 +19,23 @@ const DEADLINE: Duration = Duration::from_secs(5);
 pub(crate) struct EtcdForger;
 
 /// A snapshot payload of the forger's choice.
-struct Payload(&'static [u8]);
+struct Payload(Vec<u8>);
 
 impl raftengine::Snapshot for Payload {
     fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<u64> {
-        writer.write_all(self.0)?;
+        writer.write_all(&self.0)?;
         Ok(self.0.len() as u64)
     }
+}
+
+/// A valid snapshot file (envelope and checksum) of `payload`, as bytes.
+fn snapshot_file(index: u64, term: u64, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let snapshots = raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
+    snapshots
+        .write(index, term, &mut Payload(payload))
+        .map_err(|e| e.to_string())?;
+    std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())
 }
 
 fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer {
@@ -116,15 +126,13 @@ impl Forger for EtcdForger {
                     .send(batch(forge, &forge.poison_address, vec![])?)
                     .await,
             ),
-            Forgery::SnapshotFromFollower => {
-                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                let snapshots =
-                    raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
+            Forgery::SnapshotFromFollower | Forgery::OversizedSnapshot => {
                 let (index, term) = (forge.commit, forge.term);
-                snapshots
-                    .write(index, term, &mut Payload(b"forged state"))
-                    .map_err(|e| e.to_string())?;
-                let file = std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())?;
+                let payload = match forgery {
+                    Forgery::OversizedSnapshot => vec![7; forge.size as usize],
+                    _ => b"forged state".to_vec(),
+                };
+                let file = snapshot_file(index, term, payload)?;
                 let chunk = SnapshotChunk {
                     header: Some(SnapshotHeader {
                         from_id: forge.from.clone(),
@@ -139,6 +147,12 @@ impl Forger for EtcdForger {
                         .install_snapshot(tokio_stream::iter(vec![chunk]))
                         .await,
                 )
+            }
+            // A response a follower ignores, padded past the limit.
+            Forgery::OversizedMessage => {
+                let mut m = message(forge, MessageType::MsgHeartbeatResponse);
+                m.context = vec![0; forge.size as usize].into();
+                answer(client.send(batch(forge, "", vec![m])?).await)
             }
             other => panic!("the etcd forger cannot write {other:?}"),
         })

@@ -71,6 +71,10 @@ pub(crate) struct Inbound {
     snapshots: SnapshotDir,
     /// Snapshots are taken only from it.
     leader: LeaderOf,
+    /// `PeerLimits::max_message_bytes`.
+    max_message_bytes: usize,
+    /// Snapshot uploads admitted (size, how many at once).
+    receives: raftengine_kit::snapshot_stream::ReceiveLimits,
 }
 
 impl Inbound {
@@ -80,6 +84,7 @@ impl Inbound {
         enqueue_timeout: Duration,
         snapshots: SnapshotDir,
         leader: LeaderOf,
+        limits: &raftengine::tls::PeerLimits,
     ) -> Self {
         Inbound {
             gate,
@@ -87,14 +92,17 @@ impl Inbound {
             enqueue_timeout,
             snapshots,
             leader,
+            max_message_bytes: limits.max_message_bytes,
+            receives: raftengine_kit::snapshot_stream::ReceiveLimits::new(limits),
         }
     }
 
     /// The tonic service to mount.
     pub(crate) fn into_service(self) -> RaftTransportServer<Self> {
+        let max = self.max_message_bytes;
         RaftTransportServer::new(self)
-            .max_decoding_message_size(MAX_FRAME_BYTES)
-            .max_encoding_message_size(MAX_FRAME_BYTES)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
     }
 }
 
@@ -253,6 +261,7 @@ impl RaftTransport for Inbound {
             request.into_inner(),
             self.enqueue_timeout,
             (self.leader)(),
+            &self.receives,
         )
         .await?;
         Ok(Response::new(SendReply {}))

@@ -45,10 +45,13 @@ const LANE_QUEUE: usize = 4096;
 /// Batches a lane may have sent but not yet seen acknowledged; beyond this
 /// the lane stops taking messages (its queue fills, then drops).
 const MAX_IN_FLIGHT: usize = 64;
-/// Largest frame accepted from a peer.
-pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Largest snapshot file accepted from a peer.
-const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
+
+/// The largest frame a lane sends: a full batch plus one message of at
+/// most `largest` bytes (a lone append may exceed the batch size), with
+/// room for framing. `PeerLimits::max_message_bytes` must hold it.
+pub(crate) fn largest_frame(largest: usize) -> usize {
+    MAX_BATCH_BYTES.saturating_add(largest.saturating_mul(2))
+}
 
 mod inbound;
 mod outbound;
@@ -74,6 +77,7 @@ mod tests {
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
             Arc::new(|| Some("n2".to_owned())),
+            &raftengine::tls::PeerLimits::default(),
         );
         let garbage = MessageBatch {
             from_id: "n2".into(),
@@ -126,6 +130,7 @@ mod tests {
             Duration::from_secs(1),
             SnapshotDir::new(dir.path()).unwrap(),
             Arc::new(|| Some("n2".to_owned())),
+            &raftengine::tls::PeerLimits::default(),
         );
         let batch = |from_id: &str, from: &str| {
             let mut m = heartbeat(raftengine::numeric_id("n1"));
@@ -235,6 +240,7 @@ mod tests {
             Duration::from_secs(1),
             SnapshotDir::new(dir).unwrap(),
             Arc::new(|| Some("n2".to_owned())),
+            &raftengine::tls::PeerLimits::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -330,6 +336,7 @@ mod tests {
             Duration::from_millis(500),
             Handle::current(),
             failures,
+            raftengine::tls::PeerLimits::default().max_message_bytes,
         );
         let send = |commit: u64| {
             let mut m = heartbeat(n1());

@@ -52,6 +52,8 @@ pub(crate) struct Outbound {
     runtime: Handle,
     failures: mpsc::Sender<SendFailure>,
     peers: Mutex<HashMap<u64, Peer>>,
+    /// `PeerLimits::max_message_bytes`.
+    max_message_bytes: usize,
 }
 
 impl Outbound {
@@ -66,6 +68,7 @@ impl Outbound {
         rpc_timeout: Duration,
         runtime: Handle,
         failures: mpsc::Sender<SendFailure>,
+        max_message_bytes: usize,
     ) -> Arc<Self> {
         Arc::new(Outbound {
             snapshots,
@@ -76,6 +79,7 @@ impl Outbound {
             runtime,
             failures,
             peers: Mutex::new(HashMap::new()),
+            max_message_bytes,
         })
     }
 
@@ -189,8 +193,8 @@ impl Outbound {
         let lane = |channel: PeerChannel| {
             let (queue, rx) = mpsc::channel(LANE_QUEUE);
             let client = RaftTransportClient::new(channel)
-                .max_decoding_message_size(MAX_FRAME_BYTES)
-                .max_encoding_message_size(MAX_FRAME_BYTES);
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes);
             let ctx = LaneContext {
                 to,
                 client,

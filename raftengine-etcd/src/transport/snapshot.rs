@@ -113,7 +113,8 @@ async fn stream_snapshot(
 /// `PermissionDenied` for a header whose sender is not `caller`, or not
 /// `leader` (the leader this node follows: a snapshot replaces the state
 /// machine, and only the leader has one to give),
-/// `InvalidArgument` for an implausible header, `DataLoss` when the file
+/// `InvalidArgument` for an implausible header or a size above the limit,
+/// `ResourceExhausted` while every receive slot is taken, `DataLoss` when the file
 /// fails its checksum.
 ///
 /// # Cancel safety
@@ -126,6 +127,7 @@ pub(super) async fn receive(
     mut stream: tonic::Streaming<SnapshotChunk>,
     progress: Duration,
     leader: Option<String>,
+    limits: &raftengine_kit::snapshot_stream::ReceiveLimits,
 ) -> Result<(), Status> {
     let first = raftengine_kit::snapshot_stream::first_chunk(&mut stream, progress).await?;
     let Some(header) = first.header.clone() else {
@@ -139,9 +141,10 @@ pub(super) async fn receive(
             header.from_id
         )));
     }
-    if header.size > MAX_SNAPSHOT_BYTES || header.index == 0 {
+    if header.index == 0 {
         return Err(Status::invalid_argument("implausible snapshot header"));
     }
+    let _slot = limits.admit(header.size)?;
     let final_path = snapshots.path(header.index, header.term);
     if tokio::fs::try_exists(&final_path).await.unwrap_or(false) {
         // Published files were verified once, but the disk may have

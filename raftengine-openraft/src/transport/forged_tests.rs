@@ -23,13 +23,23 @@ const DEADLINE: Duration = Duration::from_secs(5);
 pub(crate) struct OpenraftForger;
 
 /// A snapshot payload of the forger's choice.
-struct Payload(&'static [u8]);
+struct Payload(Vec<u8>);
 
 impl raftengine::Snapshot for Payload {
     fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<u64> {
-        writer.write_all(self.0)?;
+        writer.write_all(&self.0)?;
         Ok(self.0.len() as u64)
     }
+}
+
+/// A valid snapshot file (envelope and checksum) of `payload`, as bytes.
+fn snapshot_file(index: u64, term: u64, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let snapshots = raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
+    snapshots
+        .write(index, term, &mut Payload(payload))
+        .map_err(|e| e.to_string())?;
+    std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())
 }
 
 fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer {
@@ -148,15 +158,13 @@ impl Forger for OpenraftForger {
                 };
                 answer(client.append(frame(&rpc)?).await)
             }
-            Forgery::SnapshotFromFollower => {
-                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                let snapshots =
-                    raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
+            Forgery::SnapshotFromFollower | Forgery::OversizedSnapshot => {
                 let (index, term) = (forge.commit, forge.term);
-                snapshots
-                    .write(index, term, &mut Payload(b"forged state"))
-                    .map_err(|e| e.to_string())?;
-                let file = std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())?;
+                let payload = match forgery {
+                    Forgery::OversizedSnapshot => vec![7; forge.size as usize],
+                    _ => b"forged state".to_vec(),
+                };
+                let file = snapshot_file(index, term, payload)?;
                 let meta = SnapshotMeta {
                     last_log_id: Some(log_id(term, index)),
                     last_membership: Default::default(),
@@ -172,6 +180,18 @@ impl Forger for OpenraftForger {
                         .install_snapshot(tokio_stream::iter(vec![chunk]))
                         .await,
                 )
+            }
+            // An append of one entry, padded past the limit, under a vote
+            // the target refuses (it follows another leader this term).
+            Forgery::OversizedMessage => {
+                let data = crate::types::Request(vec![0; forge.size as usize].into());
+                let rpc = AppendEntriesRequest::<TypeConfig> {
+                    vote: Vote::new_committed(forge.term, from),
+                    prev_log_id: None,
+                    entries: vec![Entry::new_normal(log_id(forge.term, 1), data)],
+                    leader_commit: None,
+                };
+                answer(client.append(frame(&rpc)?).await)
             }
             other => panic!("the openraft forger cannot write {other:?}"),
         })

@@ -31,8 +31,8 @@ pub(crate) struct Inbound<S: StateMachine> {
     pub(crate) snapshots: SnapshotDir,
     /// Each snapshot chunk must arrive within this of the previous one.
     pub(crate) progress_timeout: Duration,
-    /// The largest snapshot file accepted.
-    pub(crate) max_snapshot_bytes: u64,
+    /// Snapshot uploads admitted (size, how many at once).
+    pub(crate) receives: raftengine_kit::snapshot_stream::ReceiveLimits,
     pub(crate) max_message_bytes: usize,
     pub(crate) contact: Arc<Contact>,
     pub(crate) local_id: String,
@@ -254,7 +254,7 @@ impl<S: StateMachine> RaftNetwork for Inbound<S> {
             &self.snapshots,
             request.into_inner(),
             self.progress_timeout,
-            self.max_snapshot_bytes,
+            &self.receives,
             |vote, meta| {
                 speaks_for_vote(&caller, vote)?;
                 plausible_log_ids(meta.last_log_id.iter())?;

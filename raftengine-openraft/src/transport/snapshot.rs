@@ -76,16 +76,19 @@ pub(super) struct Received {
     /// Where the file lies; the caller removes it once openraft is done
     /// (an installed snapshot was renamed away, anything left is junk).
     pub(super) path: PathBuf,
+    /// Held until openraft is done with the file.
+    pub(super) _slot: raftengine_kit::snapshot_stream::ReceiveSlot,
 }
 
-/// Receives a streamed snapshot into a fresh file of `snapshots`, at most
-/// `max_bytes` long, if `admit` takes the vote its header carries (checked
+/// Receives a streamed snapshot into a fresh file of `snapshots`, within
+/// `limits`, if `admit` takes the vote its header carries (checked
 /// before a byte is written).
 ///
 /// # Errors
 ///
 /// The stream's refusals from `raftengine_kit::snapshot_stream`,
 /// `InvalidArgument` for an undecodable header or an oversized file,
+/// `ResourceExhausted` while every receive slot is taken,
 /// whatever `admit` refuses with,
 /// `Internal` when the file cannot be reopened. The partial file is
 /// removed.
@@ -98,18 +101,14 @@ pub(super) async fn receive(
     snapshots: &SnapshotDir,
     mut stream: Streaming<SnapshotChunk>,
     progress: Duration,
-    max_bytes: u64,
+    limits: &raftengine_kit::snapshot_stream::ReceiveLimits,
     admit: impl FnOnce(&Vote, &SnapshotMeta) -> Result<(), Status>,
 ) -> Result<Received, Status> {
     let first = raftengine_kit::snapshot_stream::first_chunk(&mut stream, progress).await?;
     let (vote, meta, size): (Vote, SnapshotMeta, u64) = decode(&first.header)
         .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
     admit(&vote, &meta)?;
-    if size > max_bytes {
-        return Err(Status::invalid_argument(format!(
-            "snapshot of {size} bytes exceeds the limit of {max_bytes}"
-        )));
-    }
+    let slot = limits.admit(size)?;
     let (index, term) = meta
         .last_log_id
         .map_or((0, 0), |l| (l.index, l.leader_id.term));
@@ -134,6 +133,7 @@ pub(super) async fn receive(
                 },
             },
             path,
+            _slot: slot,
         }),
         Err(status) => {
             let _ = tokio::fs::remove_file(&path).await;

@@ -45,6 +45,16 @@ pub const MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
 /// HTTP/2 itself. Every limit must be at least 1
 /// ([`FactoryConfig::validate`](crate::FactoryConfig::validate)).
 ///
+/// A peer message (one gRPC request or reply: a batch of Raft messages,
+/// an append, a vote) larger than `max_message_bytes` is refused before it
+/// is decoded, and a node sends none larger; the backend refuses a limit
+/// too small for its largest proposal at start (`InvalidConfig`). A
+/// snapshot upload announcing more than `max_snapshot_bytes` is refused
+/// before a byte is written, and at most `max_snapshot_receives` uploads
+/// are received at once (`ResourceExhausted` beyond), so the snapshot
+/// bytes a node takes in at once are bounded by their product on disk and
+/// by one chunk each in memory.
+///
 /// The defaults leave room for what honest peers open (each backend opens
 /// a few lanes per peer, plus reconnects while old connections drain) in
 /// clusters of tens of nodes, and for clients behind one address on an
@@ -58,6 +68,15 @@ pub struct PeerLimits {
     pub max_connections_per_ip: usize,
     /// Calls open at once on one connection (default 128).
     pub max_concurrent_streams: u32,
+    /// The largest peer message sent or accepted, in bytes (default
+    /// 64 MiB).
+    pub max_message_bytes: usize,
+    /// The largest snapshot file accepted from a peer, in bytes (default
+    /// 64 GiB).
+    pub max_snapshot_bytes: u64,
+    /// Snapshot uploads received at once (default 2: the leader's, and its
+    /// retry while the first drains).
+    pub max_snapshot_receives: usize,
 }
 
 impl Default for PeerLimits {
@@ -66,6 +85,9 @@ impl Default for PeerLimits {
             max_connections: 1024,
             max_connections_per_ip: 64,
             max_concurrent_streams: 128,
+            max_message_bytes: 64 * 1024 * 1024,
+            max_snapshot_bytes: 64 * 1024 * 1024 * 1024,
+            max_snapshot_receives: 2,
         }
     }
 }
@@ -89,10 +111,48 @@ impl PeerLimits {
         self
     }
 
+    /// Sets [`max_message_bytes`](Self::max_message_bytes).
+    pub fn with_max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+
+    /// Sets [`max_snapshot_bytes`](Self::max_snapshot_bytes).
+    pub fn with_max_snapshot_bytes(mut self, n: u64) -> Self {
+        self.max_snapshot_bytes = n;
+        self
+    }
+
+    /// Sets [`max_snapshot_receives`](Self::max_snapshot_receives).
+    pub fn with_max_snapshot_receives(mut self, n: usize) -> Self {
+        self.max_snapshot_receives = n;
+        self
+    }
+
+    /// Refuses a [`max_message_bytes`](Self::max_message_bytes) that
+    /// cannot carry `needed` bytes (a backend's largest message: its
+    /// largest proposal with the framing around it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming both.
+    pub fn check_message_room(&self, needed: usize, what: &str) -> crate::Result<()> {
+        if self.max_message_bytes < needed {
+            return Err(crate::Error::InvalidConfig(format!(
+                "peer_limits.max_message_bytes {} is below the {needed} bytes {what} needs",
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.max_connections == 0
             || self.max_connections_per_ip == 0
             || self.max_concurrent_streams == 0
+            || self.max_message_bytes == 0
+            || self.max_snapshot_bytes == 0
+            || self.max_snapshot_receives == 0
         {
             return Err(format!("every peer limit must be at least 1: {self:?}"));
         }
