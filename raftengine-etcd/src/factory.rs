@@ -153,6 +153,13 @@ impl Factory for EtcdFactory {
                         snapshot_term: *term,
                     };
                 }
+                // A published file the log's snapshot does not name was
+                // received but never installed (the leader sends again), or
+                // written before a crash recorded it: neither is state.
+                match &opened.snapshot {
+                    Some((index, term, _)) => snapshots.purge_except(*index, *term),
+                    None => snapshots.purge_except(0, 0),
+                }
                 // The state machine is fresh at every start and was restored
                 // from the snapshot (if any): replay everything after it.
                 raft_cfg.applied = base.snapshot_index;
@@ -275,5 +282,42 @@ impl Factory for EtcdFactory {
             peer_credentials: credentials,
             peer_limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftengine_conformance::{Cluster, put};
+
+    /// A published snapshot file the log does not name (received, never
+    /// installed) is gone after a restart; the node keeps its state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_snapshot_files_are_removed_at_start() {
+        let c = Cluster::start(crate::EtcdFactory::new(crate::EtcdConfig::default()), 1).await;
+        c.wait_leader().await;
+        let w = c.engine(0).propose(put("k", "v")).await.expect("put");
+        c.stop(0).await;
+        let snapshots = raftengine_kit::SnapshotDir::new(&c.nodes[0].dir).expect("snapshot dir");
+        struct Junk;
+        impl raftengine::Snapshot for Junk {
+            fn write_to(&mut self, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+                w.write_all(b"junk")?;
+                Ok(4)
+            }
+        }
+        snapshots
+            .write(999_999, 7, &mut Junk)
+            .expect("plant a file");
+        assert_eq!(snapshots.list(), vec![(999_999, 7)]);
+        c.restart(0).await.expect("restart");
+        c.wait_leader().await;
+        assert!(
+            snapshots.list().is_empty(),
+            "stale snapshot files survived the restart: {:?}",
+            snapshots.list()
+        );
+        c.wait_applied(0, w.commit_index).await;
+        assert_eq!(c.nodes[0].kv.get(b"k").as_deref(), Some(&b"v"[..]));
+        c.shutdown().await;
     }
 }
