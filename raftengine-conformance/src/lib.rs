@@ -131,6 +131,7 @@ macro_rules! conformance_tests {
             membership::transfer_to_any_voter,
             membership::join_as_learner_alarm_fires_when_added_as_voter,
             membership::removed_nodes_stop,
+            membership::a_removed_node_the_leader_cannot_reach_stops_on_its_peers_refusals,
             membership::an_answered_change_is_visible_to_the_next_call,
             membership::re_adding_a_member_changes_nothing,
             partitions::rejoining_node_does_not_disrupt_the_leader,

@@ -212,6 +212,11 @@ impl Factory for EtcdFactory {
             peer_limits.max_message_bytes,
         );
         let shared = Arc::new(Shared::new(opened.storage.sync_counter()));
+        let gate = raftengine_kit::peer::PeerGate::new(
+            &config.local_id,
+            credentials.is_some(),
+            cluster.clone(),
+        );
         let mut driver = Driver::new(
             raw,
             opened.storage,
@@ -228,6 +233,7 @@ impl Factory for EtcdFactory {
             shared.clone(),
             snapshots.clone(),
             base,
+            gate.departed().clone(),
         );
         // A new thread for every instance: from here on it is the only one
         // that reads the log (raft-rs's `Storage` calls), so raft-engine's
@@ -256,7 +262,7 @@ impl Factory for EtcdFactory {
         });
 
         let inbound = Inbound::new(
-            raftengine_kit::peer::PeerGate::new(&config.local_id, credentials.is_some(), cluster),
+            gate,
             events_tx.clone(),
             self.config.rpc_timeout,
             snapshots,

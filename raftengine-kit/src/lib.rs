@@ -6,6 +6,8 @@
 //! `raftengine`: its items follow what the backends need and may change in
 //! any release.
 //!
+//! * [`departed`]: members committed membership removed, refused when
+//!   they call again, and when a removed node stops for those refusals.
 //! * [`durable`]: files and directories made durable the POSIX way (fsync
 //!   the file, then fsync the directory that names it).
 //! * [`entry_cache`]: the newest log entries in memory, bounded in count and
@@ -37,6 +39,7 @@
 //! * [`stop_signal`]: why an engine stopped, set once, awaited by many.
 
 pub mod cluster_id;
+pub mod departed;
 pub mod durable;
 pub mod entry_cache;
 pub mod idle_spin;

@@ -200,6 +200,7 @@ pub struct PeerGate {
     local_id: String,
     local: u64,
     cluster: ClusterId,
+    departed: crate::departed::Departed,
 }
 
 impl PeerGate {
@@ -210,7 +211,15 @@ impl PeerGate {
             local_id: local_id.to_owned(),
             local: raftengine::numeric_id(local_id),
             cluster,
+            departed: crate::departed::Departed::default(),
         }
+    }
+
+    /// The members this gate refuses because committed membership removed
+    /// them; the backend records removals and re-additions in it as it
+    /// applies them. Clones share it.
+    pub fn departed(&self) -> &crate::departed::Departed {
+        &self.departed
     }
 
     /// The node this gate admits calls for.
@@ -231,7 +240,9 @@ impl PeerGate {
     ///
     /// [`Caller::of`]'s, then `FailedPrecondition` for a call addressed to
     /// another node or from another cluster (counted in
-    /// [`ClusterId::refused`], logged once per peer and reason).
+    /// [`ClusterId::refused`], logged once per peer and reason), or from a
+    /// certified caller committed membership removed
+    /// ([`Departed::check`](crate::departed::Departed::check)).
     pub async fn admit<T>(&self, request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
         let caller = Caller::of(request, self.tls)?;
         let peer = caller
@@ -273,6 +284,9 @@ impl PeerGate {
             },
         };
         self.cluster.admit(&peer, theirs).await?;
+        if let Some(id) = caller.certified() {
+            self.departed.check(raftengine::numeric_id(id))?;
+        }
         Ok(caller)
     }
 }

@@ -96,6 +96,11 @@ impl Factory for OpenraftFactory {
 
         let log_syncs = opened.store.sync_counter();
         let cluster = cluster.await?;
+        let gate = raftengine_kit::peer::PeerGate::new(
+            &config.local_id,
+            credentials.is_some(),
+            cluster.clone(),
+        );
         let outbound = Arc::new(Outbound::new(
             node_id,
             raftengine_kit::peer::Dialer::new(
@@ -171,6 +176,7 @@ impl Factory for OpenraftFactory {
             RemovalNotices {
                 local_id: config.local_id.clone(),
                 outbound: outbound.clone(),
+                departed: gate.departed().clone(),
             },
         )));
         if was_removed {
@@ -201,11 +207,7 @@ impl Factory for OpenraftFactory {
             contact: contact.clone(),
             local_id: config.local_id.clone(),
             node_id,
-            gate: raftengine_kit::peer::PeerGate::new(
-                &config.local_id,
-                credentials.is_some(),
-                cluster,
-            ),
+            gate,
             watched: watched.clone(),
         };
         let transport = tonic::service::Routes::new(inbound.into_service());

@@ -661,3 +661,54 @@ pub async fn re_adding_a_member_changes_nothing<F: Factory>(factory: F) {
 /// ([`raftengine::numeric_id`]), found by a distinguished-point
 /// collision search; both are valid ids on their own.
 pub const COLLIDING_IDS: (&str, &str) = ("n-e3aa66b1beb61d74", "n-d6d8a48942f97c9d");
+
+/// A node removed while cut off from the leader alone never gets the
+/// leader's notice; the members it still reaches refuse its calls as
+/// removed (etcd's 410), and once a majority of the voters it knows have,
+/// it stops with `Removed` (issue #15, item 2). Five voters: the victim
+/// keeps links to the three other followers, a majority of the five it
+/// knows, while the leader's link stays cut to the end.
+pub async fn a_removed_node_the_leader_cannot_reach_stops_on_its_peers_refusals<F: Factory>(
+    factory: F,
+) {
+    use raftengine::StopReason;
+    let c = Cluster::start(factory, 5).await;
+    let l = c.wait_leader().await;
+    let victim = c.other_than(l);
+    let id = c.nodes[victim].id.clone();
+    let e = c.engine(victim);
+    crate::harness::step(format_args!("cut {id} off from the leader only"));
+    c.net.isolate(victim, [l]);
+    let leader = c.engine(l);
+    let index = wait_for(&format!("the leader to remove {id}"), || {
+        let (leader, id) = (leader.clone(), id.clone());
+        async move {
+            match leader.remove_server(&id, None).await {
+                Ok(index) => Some(index),
+                // The founding configuration may still be settling.
+                Err(Error::ConfChangePending) => None,
+                Err(err) => panic!("remove {id}: {err}"),
+            }
+        }
+    })
+    .await;
+    let reason = tokio::time::timeout(crate::harness::WAIT, e.stopped())
+        .await
+        .unwrap_or_else(|_| panic!("removed node {id}, refused by its peers, kept running"));
+    assert_eq!(
+        reason,
+        StopReason::Removed,
+        "{id} stopped for another reason"
+    );
+    let w = c
+        .engine(l)
+        .propose(put("after-refusals", "1"))
+        .await
+        .expect("a write with the four remaining voters");
+    assert!(w.commit_index > index);
+    for i in (0..5).filter(|i| *i != victim) {
+        c.wait_applied(i, w.commit_index).await;
+    }
+    c.heal();
+    c.shutdown().await;
+}

@@ -65,6 +65,11 @@ pub(crate) struct Membership {
     pub(crate) removed: bool,
     /// The join-as-learner alarm (`Status::join_role_violation`).
     pub(crate) join_alarm: JoinAlarm,
+    /// Members removed by configurations applied here, refused at the peer
+    /// gate (shared with it).
+    pub(crate) departed: raftengine_kit::departed::Departed,
+    /// Peers that refused this node as removed.
+    pub(crate) refusals: raftengine_kit::departed::Refusals,
 }
 
 /// Most header-given addresses kept: a joiner needs one (its leader's);
@@ -289,6 +294,7 @@ impl<S: StateMachine> Driver<S> {
             let rid = change.node_id;
             match change.get_change_type() {
                 ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    self.members.departed.added(rid);
                     if let Some((id, address)) = decode_member(&context) {
                         if !address.is_empty() && raft_id(&id) == rid {
                             self.members.commit_address(Member {
@@ -304,6 +310,7 @@ impl<S: StateMachine> Driver<S> {
                     self.members.removed = true;
                 }
                 ConfChangeType::RemoveNode => {
+                    self.members.departed.removed(rid, entry.index);
                     // Once applied, raft-rs stops replicating to the node, so
                     // raft alone never tells it; the leader does.
                     if self.is_leader() {

@@ -137,6 +137,7 @@ impl<S: StateMachine> Driver<S> {
         shared: Arc<Shared>,
         snapshots: SnapshotDir,
         base: Base,
+        departed: raftengine_kit::departed::Departed,
     ) -> Self {
         let conf_state = raw.raft.prs().conf().to_conf_state();
         let local_raft_id = raft_id(&local_id);
@@ -159,6 +160,8 @@ impl<S: StateMachine> Driver<S> {
                 waiters: BTreeMap::new(),
                 removed: false,
                 join_alarm,
+                departed,
+                refusals: Default::default(),
             },
             outbound,
             failures,
@@ -257,6 +260,12 @@ impl<S: StateMachine> Driver<S> {
                     }
                     SendFailure::SnapshotSent(id) => {
                         self.raw.report_snapshot(id, SnapshotStatus::Finish)
+                    }
+                    SendFailure::RemovedBy(id) => {
+                        if self.refused_as_removed(id) {
+                            self.members.removed = true;
+                            return Ok(());
+                        }
                     }
                 }
             }

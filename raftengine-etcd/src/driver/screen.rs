@@ -54,6 +54,21 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
+    /// Records that peer `id` refused this node as removed; whether a
+    /// majority of the voters this node knows have now
+    /// ([`Refusals::majority`](raftengine_kit::departed::Refusals::majority)).
+    pub(super) fn refused_as_removed(&mut self, id: u64) -> bool {
+        self.members.refusals.record(id);
+        let stop = self
+            .members
+            .refusals
+            .majority(self.local_raft_id, &self.members.conf_state.voters);
+        if stop {
+            tracing::warn!(node = %self.local_id, "a majority of the voters refused this node as removed; stopping");
+        }
+        stop
+    }
+
     /// Whether to stop for a removed notice from `from_id`
     /// ([`honours_removed`]): only from the leader this node follows, or
     /// followed last while an election runs.

@@ -13,6 +13,9 @@ pub(crate) enum SendFailure {
     Snapshot(u64),
     /// A snapshot reached the peer.
     SnapshotSent(u64),
+    /// The peer refused this node: a configuration it committed removed
+    /// this node (`raftengine_kit::departed`).
+    RemovedBy(u64),
 }
 
 struct Lane {
@@ -250,6 +253,7 @@ impl LaneContext {
             }
             Ok(Err(status)) => {
                 tracing::debug!(to = self.to, code = ?status.code(), message = status.message(), "raft stream refused");
+                self.refused(&status);
                 None
             }
             Err(_) => {
@@ -263,6 +267,13 @@ impl LaneContext {
     /// the follower instead of streaming appends into the void.
     fn unreachable(&self) {
         let _ = self.failures.try_send(SendFailure::Unreachable(self.to));
+    }
+
+    /// Reports a refusal that says committed membership removed this node.
+    fn refused(&self, status: &Status) {
+        if raftengine_kit::departed::is_removed_refusal(status) {
+            let _ = self.failures.try_send(SendFailure::RemovedBy(self.to));
+        }
     }
 
     fn batch(&self, messages: Vec<Message>, seq: u64) -> MessageBatch {
@@ -361,6 +372,7 @@ async fn run_lane(mut ctx: LaneContext, mut rx: mpsc::Receiver<Message>) {
                     Err(status) => {
                         tracing::debug!(to = ctx.to, code = ?status.code(), message = status.message(), "raft stream failed");
                         stream = None;
+                        ctx.refused(&status);
                         ctx.unreachable();
                     }
                 }

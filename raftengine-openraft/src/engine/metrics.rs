@@ -108,6 +108,9 @@ pub(crate) fn sole_voter(membership: &crate::types::StoredMembership, node_id: u
 pub(crate) struct RemovalNotices {
     pub(crate) local_id: String,
     pub(crate) outbound: Arc<Outbound>,
+    /// Members removed by memberships committed here, refused at the peer
+    /// gate (shared with it).
+    pub(crate) departed: raftengine_kit::departed::Departed,
 }
 
 /// Follows openraft's metrics: fires the leadership callbacks on exact
@@ -178,7 +181,13 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
             let now: BTreeMap<u64, Peer> =
                 s.membership.nodes().map(|(n, p)| (*n, p.clone())).collect();
             let conf_index = s.membership.log_id().map_or(0, |l| l.index);
+            for n in now.keys() {
+                notices.departed.added(*n);
+            }
             if let Some(before) = &members {
+                for n in before.keys().filter(|n| !now.contains_key(n)) {
+                    notices.departed.removed(*n, conf_index);
+                }
                 if before.contains_key(&node_id) && !now.contains_key(&node_id) {
                     tracing::warn!(
                         node = node_id,
@@ -204,6 +213,15 @@ pub(crate) async fn watch_metrics<S: StateMachine>(
                 }
             }
             members = Some(now);
+        }
+        let voters: Vec<u64> = s.membership.voter_ids().collect();
+        if notices.outbound.refusals.majority(node_id, &voters) {
+            tracing::warn!(
+                node = node_id,
+                "a majority of the voters refused this node as removed; stopping"
+            );
+            stop_removed(&raft, &watched);
+            return;
         }
         let role = if s.membership.voter_ids().any(|v| v == node_id) {
             Some(Suffrage::Voter)

@@ -61,6 +61,8 @@ pub(crate) struct Outbound {
     /// Keyed by the peer's node id too: with TLS a channel reaches only
     /// the node it was made for.
     channels: Mutex<HashMap<(u64, String, Lane), PeerChannel>>,
+    /// Peers that refused this node as removed (`raftengine_kit::departed`).
+    pub(crate) refusals: Arc<raftengine_kit::departed::Refusals>,
 }
 
 impl Outbound {
@@ -77,6 +79,7 @@ impl Outbound {
             connect_timeout,
             max_message_bytes,
             snapshot_install_timeout,
+            refusals: Arc::default(),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -196,6 +199,17 @@ fn unreachable(why: &str) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::from_string(why))
 }
 
+impl PeerClient {
+    /// [`from_status`], after noting a refusal that says committed
+    /// membership removed this node.
+    fn refused(&self, status: &tonic::Status) -> RPCError<TypeConfig> {
+        if raftengine_kit::departed::is_removed_refusal(status) {
+            self.outbound.refusals.record(self.target);
+        }
+        from_status(status)
+    }
+}
+
 fn from_status(status: &tonic::Status) -> RPCError<TypeConfig> {
     use tonic::Code;
     match status.code() {
@@ -255,7 +269,7 @@ impl PeerClient {
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
                 Err(self.timeout(action, ttl))
             }
-            Ok(Err(status)) => Err(from_status(&status)),
+            Ok(Err(status)) => Err(self.refused(&status)),
             Err(_) => Err(self.timeout(action, ttl)),
         }
     }
@@ -349,7 +363,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 });
             let responses = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
                 Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(status)) => return Err(from_status(&status)),
+                Ok(Err(status)) => return Err(self.refused(&status)),
                 Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, ttl)),
             };
             let timeout_err = self.timeout(RPCTypes::AppendEntries, ttl);
@@ -469,7 +483,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             r = transfer => match r {
                 Ok(resp) => Ok(resp),
                 Err(SendError::Stalled(after)) => Err(timeout(after)),
-                Err(SendError::Status(s)) => Err(match from_status(&s) {
+                Err(SendError::Status(s)) => Err(match self.refused(&s) {
                     RPCError::Unreachable(u) => StreamingError::Unreachable(u),
                     _ => StreamingError::Network(NetworkError::from_string(s.to_string())),
                 }),
