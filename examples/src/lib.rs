@@ -8,6 +8,7 @@
 //!   other subcommands are its client.
 
 pub mod admin;
+pub mod api_tls;
 pub mod engines;
 pub mod service;
 

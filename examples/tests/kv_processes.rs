@@ -2,7 +2,8 @@
 //! SIGKILL of the leader, writes through the new leader, restart of the
 //! killed process on its data dir; no acknowledged write may be lost and all
 //! replicas must converge. The peers run mutual TLS with certificates
-//! from `kv gen-certs`; clients use each node's separate API port.
+//! from `kv gen-certs`; clients use each node's separate API port, with
+//! mutual TLS too (`--api-tls`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Every case runs an engine; a build with none has nothing to run here.
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use raftengine::tls::{PeerCredentials, PeerTls};
 use raftengine_examples::api::kv_client::KvClient;
 use raftengine_examples::api::{Empty, GetRequest, PutRequest, ReadMode};
 use tokio::time::Instant;
@@ -46,8 +48,54 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Issues the nodes' certificates with `kv gen-certs`, as an operator
-/// trying the README would.
+/// The certificates of both tests' nodes and of their client, issued once
+/// with `kv gen-certs` (one CA; each test's cluster has its own cluster
+/// id).
+fn certs() -> &'static Path {
+    static CERTS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            gen_certs(dir.path(), &["n1", "n2", "n3", "client"]);
+            dir
+        })
+        .path()
+}
+
+/// The client's credentials for the API ports (`kv serve --api-tls`).
+async fn client_credentials() -> &'static PeerCredentials {
+    static CLIENT: tokio::sync::OnceCell<PeerCredentials> = tokio::sync::OnceCell::const_new();
+    CLIENT
+        .get_or_init(|| async {
+            let certs = certs().join("certs");
+            let tls = PeerTls::new(
+                certs.join("ca.pem"),
+                certs.join("client.pem"),
+                certs.join("client.key"),
+            );
+            PeerCredentials::load(&tls, "client").await.unwrap()
+        })
+        .await
+}
+
+/// The `kv` client flags that use those credentials.
+fn client_flags() -> Vec<String> {
+    let certs = certs().join("certs");
+    let path = |f: &str| certs.join(f).display().to_string();
+    vec![
+        "--client-id".into(),
+        "client".into(),
+        "--client-ca".into(),
+        path("ca.pem"),
+        "--client-cert".into(),
+        path("client.pem"),
+        "--client-key".into(),
+        path("client.key"),
+    ]
+}
+
+/// Issues certificates with `kv gen-certs`, as an operator trying the
+/// README would.
 fn gen_certs(dir: &Path, ids: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_kv"))
         .arg("gen-certs")
@@ -79,7 +127,7 @@ fn gen_token(path: &Path) {
 }
 
 fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
-    let (id, certs) = (node.id.as_str(), dir.join("certs"));
+    let (id, certs) = (node.id.as_str(), certs().join("certs"));
     Command::new(env!("CARGO_BIN_EXE_kv"))
         .args([
             "serve",
@@ -103,6 +151,7 @@ fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
         .arg(dir.join(id))
         .arg("--admin-token-file")
         .arg(dir.join("admin-token"))
+        .arg("--api-tls")
         .args(["--engine", engine])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,11 +160,15 @@ fn spawn(engine: &str, node: &Node, peers: &str, dir: &Path) -> Child {
 }
 
 async fn client(addr: &str) -> Option<KvClient<Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5));
-    ep.connect().await.ok().map(KvClient::new)
+    raftengine_examples::api_tls::connect(
+        addr,
+        Some(client_credentials().await),
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    )
+    .await
+    .ok()
+    .map(KvClient::new)
 }
 
 /// The index of the node that reports itself leader, polling with a deadline.
@@ -177,7 +230,6 @@ async fn read(addr: &str, key: &str, mode: ReadMode) -> Option<Option<Vec<u8>>> 
 async fn run(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ids = ["n1", "n2", "n3"];
-    gen_certs(dir.path(), &ids);
     gen_token(&dir.path().join("admin-token"));
     let mut nodes: Vec<Node> = ids
         .iter()
@@ -305,6 +357,7 @@ async fn run(engine: &str) {
 async fn cli(args: Vec<String>) -> (bool, String, String) {
     tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(client_flags())
             .args(&args)
             .output()
             .expect("run kv");

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use raftengine::tls::PeerCredentials;
-use tokio::net::{TcpSocket, TcpStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -139,56 +138,21 @@ impl Dialer {
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
             let credentials = credentials.clone();
             async move {
-                let tcp = tokio::time::timeout(deadline, connect_tcp(&uri, local_ip))
-                    .await
-                    .map_err(|_| format!("connect to {uri} timed out after {deadline:?}"))??;
-                let config = credentials
-                    .client_config(move |id| raftengine::numeric_id(id) == to)
-                    .await?;
-                // The verifier checks the node id, not a host name; the
-                // name is a placeholder rustls requires.
-                let name = rustls::pki_types::ServerName::try_from("raftengine-peer")
-                    .map_err(|e| format!("server name: {e}"))?;
-                let tls = tokio::time::timeout(
+                let host = uri.host().ok_or_else(|| format!("no host in {uri}"))?;
+                let port = uri.port_u16().ok_or_else(|| format!("no port in {uri}"))?;
+                let tls = raftengine::tls::dial(
+                    &credentials,
+                    host,
+                    port,
+                    local_ip,
                     deadline,
-                    tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+                    move |id| raftengine::numeric_id(id) == to,
                 )
-                .await
-                .map_err(|_| format!("TLS handshake with {uri} timed out after {deadline:?}"))??;
+                .await?;
                 Ok::<_, raftengine::BoxError>(hyper_util::rt::TokioIo::new(tls))
             }
         }))
     }
-}
-
-/// A TCP connection to `uri`'s host and port, from `local_ip` if set, with
-/// `TCP_NODELAY`.
-async fn connect_tcp(uri: &Uri, local_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let invalid = |what: &str| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} in {uri}"))
-    };
-    let host = uri.host().ok_or_else(|| invalid("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
-    let mut last = invalid("no address");
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = local_ip {
-            socket.bind(std::net::SocketAddr::new(ip, 0))?;
-        }
-        match socket.connect(addr).await {
-            Ok(tcp) => {
-                tcp.set_nodelay(true)?;
-                return Ok(tcp);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 /// The one check every inbound peer call passes first: who the caller is

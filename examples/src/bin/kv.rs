@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use raftengine::tls::{PeerLimits, PeerSecurity, PeerTls};
+use raftengine::tls::{PeerCredentials, PeerLimits, PeerSecurity, PeerTls};
 use raftengine::{Factory, FactoryConfig, Server, StopReason, TransportServer};
 use raftengine_examples::KvMachine;
 use raftengine_examples::admin::AdminToken;
@@ -30,6 +30,19 @@ use tonic::transport::Channel;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Client commands: talk to an API port served with `--api-tls`, as
+    /// this id (its certificate must name it; `kv gen-certs` issues one).
+    #[arg(long, global = true, requires_all = ["client_ca", "client_cert", "client_key"])]
+    client_id: Option<String>,
+    /// The cluster CA (PEM) the node's certificate must chain to.
+    #[arg(long, global = true, requires = "client_id")]
+    client_ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    #[arg(long, global = true, requires = "client_id")]
+    client_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, requires = "client_id")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,6 +115,10 @@ enum Command {
         /// gen-token` makes one). Without it every admin call is refused.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// Serve the client API with mutual TLS, with this node's peer
+        /// certificate: clients need one from the same CA.
+        #[arg(long, requires = "peer_ca")]
+        api_tls: bool,
     },
     /// Write a new admin token (128 random bits, hex) to `--out`, readable
     /// by its owner only.
@@ -212,6 +229,8 @@ struct Serve {
     bootstrap: bool,
     join_as_learner: bool,
     admin_token: Option<AdminToken>,
+    /// Serve the API with mutual TLS (`--api-tls`).
+    api_tls: bool,
 }
 
 impl WithFactory for Serve {
@@ -234,8 +253,17 @@ async fn serve<F: Factory>(
         bootstrap,
         join_as_learner,
         admin_token,
+        api_tls,
     }: Serve,
 ) -> Result<(), String> {
+    let api_credentials = match (&security, api_tls) {
+        (PeerSecurity::Tls(tls), true) => Some(
+            PeerCredentials::load(tls, &id)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
     let sm = KvMachine::default();
     let map = sm.map.clone();
     let data_dir_shown = data_dir.display().to_string();
@@ -259,8 +287,13 @@ async fn serve<F: Factory>(
         None => eprintln!("node {id}: no --admin-token-file; every admin call is refused"),
     }
     let api_routes = tonic::service::Routes::new(service.into_server());
-    let api_server = TransportServer::spawn(api_routes, api_listener, None, PeerLimits::default())
-        .map_err(|e| e.to_string())?;
+    let api_server = TransportServer::spawn(
+        api_routes,
+        api_listener,
+        api_credentials,
+        PeerLimits::default(),
+    )
+    .map_err(|e| e.to_string())?;
     tokio::spawn(publish_api_address(engine.clone(), api.clone()));
     eprintln!(
         "node {id} ({}) serving peers on {listen}, clients on {api}",
@@ -288,15 +321,14 @@ async fn serve<F: Factory>(
     }
 }
 
-async fn connect(addr: &str) -> Result<KvClient<Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+async fn connect(addr: &str, tls: Option<&PeerCredentials>) -> Result<KvClient<Channel>, String> {
+    let channel = raftengine_examples::api_tls::connect(
+        addr,
+        tls,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    )
+    .await?;
     Ok(KvClient::new(channel))
 }
 
@@ -307,7 +339,11 @@ const ROUNDS: u32 = 4;
 /// Runs `call` against the given addresses: follows not-leader hints, falls
 /// back to the other addresses on any failure, and, while the answers say
 /// the cluster is between leaders, tries them all again a few times.
-async fn with_leader<T, F, Fut>(addrs: &[String], mut call: F) -> Result<T, String>
+async fn with_leader<T, F, Fut>(
+    tls: Option<&PeerCredentials>,
+    addrs: &[String],
+    mut call: F,
+) -> Result<T, String>
 where
     F: FnMut(KvClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -322,7 +358,7 @@ where
         let mut retryable = false;
         while let Some(addr) = queue.first().cloned() {
             queue.remove(0);
-            let client = match connect(&addr).await {
+            let client = match connect(&addr, tls).await {
                 Ok(c) => c,
                 Err(e) => {
                     last = e;
@@ -377,6 +413,25 @@ fn gen_certs(out: &std::path::Path, ids: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The client's TLS credentials, if `--client-id` is given (clap
+/// requires the three files with it).
+async fn client_tls(
+    id: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<PeerCredentials>, String> {
+    match (id, ca, cert, key) {
+        (Some(id), Some(ca), Some(cert), Some(key)) => {
+            PeerCredentials::load(&PeerTls::new(ca, cert, key), &id)
+                .await
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The admin token in `file`, if one is given.
 fn token_of(file: Option<PathBuf>) -> Result<Option<AdminToken>, String> {
     file.map(|f| AdminToken::from_file(&f)).transpose()
@@ -391,13 +446,13 @@ fn admin<T>(token: &Option<AdminToken>, message: T) -> tonic::Request<T> {
     request
 }
 
-async fn client(command: Command) -> Result<(), String> {
+async fn client(command: Command, tls: Option<&PeerCredentials>) -> Result<(), String> {
     match command {
         Command::Serve { .. } | Command::GenCerts { .. } | Command::GenToken { .. } => {
             return Err("not a client command".into());
         }
         Command::Put { addr, key, value } => {
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = PutRequest {
                     key: key.clone().into_bytes().into(),
                     value: value.clone().into_bytes().into(),
@@ -408,7 +463,7 @@ async fn client(command: Command) -> Result<(), String> {
             println!("ok, index {}", r.index);
         }
         Command::Delete { addr, key } => {
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = KeyRequest {
                     key: key.clone().into_bytes().into(),
                 };
@@ -423,7 +478,7 @@ async fn client(command: Command) -> Result<(), String> {
                 Mode::Lease => ReadMode::Lease,
                 Mode::Local => ReadMode::Local,
             };
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = GetRequest {
                     key: key.clone().into_bytes().into(),
                     mode: mode as i32,
@@ -438,7 +493,12 @@ async fn client(command: Command) -> Result<(), String> {
             }
         }
         Command::Status { addr } => {
-            let s = with_leader(&[addr], |mut c| async move { c.status(Empty {}).await }).await?;
+            let s = with_leader(
+                tls,
+                &[addr],
+                |mut c| async move { c.status(Empty {}).await },
+            )
+            .await?;
             println!(
                 "{} [{}]: {} term {} commit {} applied {} leader {}",
                 s.id,
@@ -455,10 +515,9 @@ async fn client(command: Command) -> Result<(), String> {
             );
         }
         Command::Config { addr } => {
-            let c = with_leader(
-                &addr,
-                |mut c| async move { c.configuration(Empty {}).await },
-            )
+            let c = with_leader(tls, &addr, |mut c| async move {
+                c.configuration(Empty {}).await
+            })
             .await?;
             println!("configuration at index {}", c.index);
             for m in c.members {
@@ -473,7 +532,7 @@ async fn client(command: Command) -> Result<(), String> {
             address,
         } => {
             let token = token_of(token_file)?;
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = admin(
                     &token,
                     MemberRequest {
@@ -492,7 +551,7 @@ async fn client(command: Command) -> Result<(), String> {
             id,
         } => {
             let token = token_of(token_file)?;
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = admin(
                     &token,
                     MemberRequest {
@@ -511,7 +570,7 @@ async fn client(command: Command) -> Result<(), String> {
             id,
         } => {
             let token = token_of(token_file)?;
-            let r = with_leader(&addr, |mut c| {
+            let r = with_leader(tls, &addr, |mut c| {
                 let req = admin(
                     &token,
                     MemberRequest {
@@ -530,7 +589,7 @@ async fn client(command: Command) -> Result<(), String> {
             id,
         } => {
             let token = token_of(token_file)?;
-            with_leader(&addr, |mut c| {
+            with_leader(tls, &addr, |mut c| {
                 let req = admin(
                     &token,
                     MemberRequest {
@@ -572,6 +631,7 @@ async fn main() -> ExitCode {
             join_as_learner,
             engine,
             admin_token_file,
+            api_tls,
         } => {
             let security = match (peer_ca, peer_cert, peer_key, plaintext_peers) {
                 (Some(ca), Some(cert), Some(key), false) => {
@@ -597,6 +657,7 @@ async fn main() -> ExitCode {
                         bootstrap,
                         join_as_learner,
                         admin_token,
+                        api_tls,
                     };
                     with_factory(engine.name(), job).await.and_then(|r| r)
                 }
@@ -606,7 +667,17 @@ async fn main() -> ExitCode {
         Command::GenToken { out } => AdminToken::generate()
             .write_new(&out)
             .map_err(|e| format!("write {}: {e}", out.display())),
-        command => client(command).await,
+        command => match client_tls(
+            cli.client_id,
+            cli.client_ca,
+            cli.client_cert,
+            cli.client_key,
+        )
+        .await
+        {
+            Ok(tls) => client(command, tls.as_ref()).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

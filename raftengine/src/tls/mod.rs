@@ -17,9 +17,11 @@
 //! [`PeerIncoming`] instead of a plain listener.
 
 mod credentials;
+mod dial;
 mod incoming;
 
 pub use credentials::{PeerCredentials, node_id_of};
+pub use dial::dial;
 pub use incoming::{
     HANDSHAKE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_IP, PeerConn,
     PeerIncoming, PeerInfo, PeerLimits,
