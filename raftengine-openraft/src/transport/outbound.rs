@@ -63,7 +63,16 @@ pub(crate) struct Outbound {
     channels: Mutex<HashMap<(u64, String, Lane), PeerChannel>>,
     /// Peers that refused this node as removed (`raftengine_kit::departed`).
     pub(crate) refusals: Arc<raftengine_kit::departed::Refusals>,
+    /// When each peer last refused a replication stream.
+    refused_at: Mutex<HashMap<u64, Instant>>,
 }
+
+/// How long after a refused replication stream the next one to the same
+/// peer waits. openraft opens the next stream at once (its backoff paces
+/// requests inside a stream, and a refused stream has none): measured
+/// about 900 refused streams a second in
+/// `another_cluster_is_refused_despite_a_valid_certificate` without this.
+const REFUSED_STREAM_PAUSE: Duration = Duration::from_millis(200);
 
 impl Outbound {
     pub(crate) fn new(
@@ -80,6 +89,7 @@ impl Outbound {
             max_message_bytes,
             snapshot_install_timeout,
             refusals: Arc::default(),
+            refused_at: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -200,13 +210,38 @@ fn unreachable(why: &str) -> RPCError<TypeConfig> {
 }
 
 impl PeerClient {
-    /// [`from_status`], after noting a refusal that says committed
-    /// membership removed this node.
+    /// [`from_status`], after noting the refusal: one that says committed
+    /// membership removed this node, and the time, so the next stream
+    /// waits ([`REFUSED_STREAM_PAUSE`]).
     fn refused(&self, status: &tonic::Status) -> RPCError<TypeConfig> {
         if raftengine_kit::departed::is_removed_refusal(status) {
             self.outbound.refusals.record(self.target);
         }
+        if !matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled
+        ) {
+            self.outbound
+                .refused_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.target, Instant::now());
+        }
         from_status(status)
+    }
+
+    /// Waits out [`REFUSED_STREAM_PAUSE`] after this peer's last refusal.
+    async fn pause_after_refusal(&self) {
+        let last = self
+            .outbound
+            .refused_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.target)
+            .copied();
+        if let Some(at) = last {
+            tokio::time::sleep_until(at + REFUSED_STREAM_PAUSE).await;
+        }
     }
 }
 
@@ -218,6 +253,7 @@ fn from_status(status: &tonic::Status) -> RPCError<TypeConfig> {
         Code::Unavailable | Code::Cancelled | Code::Unknown => {
             RPCError::Unreachable(Unreachable::from_string(status.to_string()))
         }
+
         _ => RPCError::Network(NetworkError::from_string(status.to_string())),
     }
 }
@@ -346,6 +382,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 .data
                 .clone()
                 .ok_or_else(|| unreachable("no usable address for this peer"))?;
+            self.pause_after_refusal().await;
             let ttl = option.hard_ttl();
             let in_flight = Arc::new(InFlight::default());
             let tracker = in_flight.clone();
