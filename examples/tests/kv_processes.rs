@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use raftengine::tls::{PeerCredentials, PeerTls};
+use raftengine_conformance::{Answer, Forge, Forger, Forgery};
 use raftengine_examples::api::kv_client::KvClient;
 use raftengine_examples::api::{Empty, GetRequest, PutRequest, ReadMode};
 use tokio::time::Instant;
@@ -334,6 +335,9 @@ async fn run(engine: &str) {
         assert_eq!(got, Some(v.clone().into_bytes()), "acknowledged {k} lost");
     }
     cli_follows_hints_and_reads_cleanly(&nodes, marker, dir.path()).await;
+    for key in forgeries_from_outside_change_nothing(engine, &mut nodes, dir.path()).await {
+        acked.insert(key.clone(), format!("v-{key}"));
+    }
     for n in &nodes {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -351,6 +355,123 @@ async fn run(engine: &str) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The node's status through its API.
+async fn status(n: &Node) -> Option<raftengine_examples::api::StatusReply> {
+    let mut c = client(&n.addr).await?;
+    c.status(Empty {}).await.ok().map(|r| r.into_inner())
+}
+
+/// Sends `forgery` with the forger of `engine`'s wire format.
+async fn send_forgery(engine: &str, forgery: Forgery, forge: &Forge) -> Result<Answer, String> {
+    match engine {
+        "etcd" => {
+            raftengine_etcd::forge::EtcdForger
+                .send(forgery, forge)
+                .await
+        }
+        "openraft" => {
+            raftengine_openraft::forge::OpenraftForger
+                .send(forgery, forge)
+                .await
+        }
+        other => panic!("no forger for engine {other:?}"),
+    }
+}
+
+/// The suite's forgeries (`raftengine_conformance::cases::forged`), this
+/// time from another process against real `kv serve` processes: each sent
+/// three times as a real member (its certificate, its cluster id), to a
+/// follower from the other follower (the address forgery to the leader).
+/// Afterwards every process still runs, every term stays below 2^48, no
+/// node dialled the address a forged message gave, a snapshot from a
+/// follower was refused, and writes still succeed (the keys returned,
+/// which the caller then reads on every node).
+async fn forgeries_from_outside_change_nothing(
+    engine: &str,
+    nodes: &mut [Node],
+    dir: &Path,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_address = trap.local_addr().unwrap().to_string();
+    let dialled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dialled.clone();
+    let trap_task = tokio::spawn(async move {
+        while let Ok((conn, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let certs = certs().join("certs");
+    for forgery in [
+        Forgery::HugeTerm,
+        Forgery::CommitBeyondLog,
+        Forgery::RemovedNotice,
+        Forgery::PoisonedAddress,
+        Forgery::SnapshotFromFollower,
+    ] {
+        let l = leader(nodes).await;
+        let (f, third) = ((l + 1) % 3, (l + 2) % 3);
+        let (target, sender) = match forgery {
+            Forgery::PoisonedAddress => (l, f),
+            _ => (f, third),
+        };
+        let from = nodes[sender].id.clone();
+        let tls = PeerTls::new(
+            certs.join("ca.pem"),
+            certs.join(format!("{from}.pem")),
+            certs.join(format!("{from}.key")),
+        );
+        let s = status(&nodes[target]).await.expect("target status");
+        let forge = Forge {
+            from: from.clone(),
+            credentials: PeerCredentials::load(&tls, &from).await.unwrap(),
+            from_dir: dir.join(&from),
+            to: nodes[target].id.clone(),
+            to_address: nodes[target].raft.clone(),
+            term: match forgery {
+                Forgery::HugeTerm => u64::MAX,
+                _ => s.term,
+            },
+            commit: s.commit_index + 1_000_000,
+            poison_address: trap_address.clone(),
+            size: 0,
+        };
+        for _ in 0..3 {
+            let answer = send_forgery(engine, forgery, &forge)
+                .await
+                .unwrap_or_else(|e| panic!("{forgery:?} could not be sent: {e}"));
+            if forgery == Forgery::SnapshotFromFollower {
+                assert!(
+                    matches!(answer, Answer::Refused(..)),
+                    "{} took a snapshot from {from}: {answer:?}",
+                    forge.to
+                );
+            }
+        }
+        let key = format!("after-{forgery:?}");
+        assert!(write(nodes, &key).await, "write {key} failed");
+        written.push(key);
+    }
+    for n in nodes.iter_mut() {
+        let exited = n.child.as_mut().map(|c| c.try_wait());
+        assert!(
+            matches!(exited, Some(Ok(None))),
+            "{} exited after the forgeries: {exited:?}",
+            n.id
+        );
+        let s = status(n).await.expect("status after the forgeries");
+        assert!(s.term < 1 << 48, "{} took a forged term: {}", n.id, s.term);
+    }
+    assert_eq!(
+        dialled.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a node dialled the address a forged header gave"
+    );
+    trap_task.abort();
+    written
 }
 
 /// Runs the `kv` client with `args`: (success, stdout, stderr).

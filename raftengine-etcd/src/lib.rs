@@ -76,6 +76,8 @@ mod engine;
 mod error;
 mod event;
 mod factory;
+#[cfg(any(test, feature = "forge"))]
+pub mod forge;
 mod shared;
 mod storage;
 mod transport;

@@ -65,6 +65,8 @@ mod config;
 mod engine;
 mod error;
 mod factory;
+#[cfg(any(test, feature = "forge"))]
+pub mod forge;
 // Only for `examples/log_store.rs`: not part of the API.
 #[cfg(feature = "log-bench")]
 #[doc(hidden)]

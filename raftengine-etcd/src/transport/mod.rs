@@ -61,9 +61,6 @@ pub(crate) use inbound::{Inbound, PeerInput};
 pub(crate) use outbound::{Outbound, SendFailure};
 
 #[cfg(test)]
-mod forged_tests;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 

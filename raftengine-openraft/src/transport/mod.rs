@@ -5,6 +5,3 @@
 pub(crate) mod inbound;
 pub(crate) mod outbound;
 mod snapshot;
-
-#[cfg(test)]
-mod forged_tests;

@@ -1,6 +1,7 @@
-//! The suite's forged-message cases (`raftengine_conformance::forge`), in
-//! this backend's wire format. They live in the library's tests because
-//! the wire types are private to the crate.
+//! Forged peer messages in this backend's wire format
+//! ([`raftengine_conformance::Forger`]), for hostile tests: the suite's
+//! forged-message cases (stamped below) and tests that attack real
+//! processes (feature `forge`). Not for production use.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,7 +21,8 @@ use crate::types::{Committed, Entry, LogId, Peer, SnapshotMeta, TypeConfig, Vote
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Writes forgeries as openraft requests in this backend's frames.
-pub(crate) struct OpenraftForger;
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenraftForger;
 
 /// A snapshot payload of the forger's choice.
 struct Payload(Vec<u8>);
@@ -198,7 +200,12 @@ impl Forger for OpenraftForger {
     }
 }
 
-raftengine_conformance::forged_tests!(
-    crate::OpenraftFactory::new(crate::OpenraftConfig::default()),
-    OpenraftForger
-);
+#[cfg(test)]
+mod tests {
+    use super::OpenraftForger;
+
+    raftengine_conformance::forged_tests!(
+        crate::OpenraftFactory::new(crate::OpenraftConfig::default()),
+        OpenraftForger
+    );
+}

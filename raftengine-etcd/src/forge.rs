@@ -1,6 +1,7 @@
-//! The suite's forged-message cases (`raftengine_conformance::forge`), in
-//! this backend's wire format. They live in the library's tests because
-//! the wire types are private to the crate.
+//! Forged peer messages in this backend's wire format
+//! ([`raftengine_conformance::Forger`]), for hostile tests: the suite's
+//! forged-message cases (stamped below) and tests that attack real
+//! processes (feature `forge`). Not for production use.
 
 use std::time::Duration;
 
@@ -9,14 +10,15 @@ use raftengine_conformance::{Answer, Forge, Forger, Forgery};
 use raftengine_kit::cluster_id::ClusterId;
 use raftengine_kit::peer::{Dialer, PeerChannel};
 
-use super::pb::raft_transport_client::RaftTransportClient;
-use super::pb::{MessageBatch, RemovedNotice, SnapshotChunk, SnapshotHeader};
+use crate::transport::pb::raft_transport_client::RaftTransportClient;
+use crate::transport::pb::{MessageBatch, RemovedNotice, SnapshotChunk, SnapshotHeader};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Writes forgeries as raft-rs messages in `MessageBatch`es, notices and
 /// snapshot streams.
-pub(crate) struct EtcdForger;
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EtcdForger;
 
 /// A snapshot payload of the forger's choice.
 struct Payload(Vec<u8>);
@@ -159,7 +161,12 @@ impl Forger for EtcdForger {
     }
 }
 
-raftengine_conformance::forged_tests!(
-    crate::EtcdFactory::new(crate::EtcdConfig::default()),
-    EtcdForger
-);
+#[cfg(test)]
+mod tests {
+    use super::EtcdForger;
+
+    raftengine_conformance::forged_tests!(
+        crate::EtcdFactory::new(crate::EtcdConfig::default()),
+        EtcdForger
+    );
+}
