@@ -330,6 +330,52 @@ impl Caller {
     }
 }
 
+/// A channel that speaks as the member whose credentials and data dir
+/// (its cluster id) are given, to the node `to` at `address`: how a test
+/// forges calls a real member could make.
+///
+/// # Errors
+///
+/// The cluster id cannot be read, or the address makes no endpoint.
+#[cfg(feature = "dev")]
+pub fn channel_as(
+    credentials: &PeerCredentials,
+    data_dir: &std::path::Path,
+    address: &str,
+    to: &str,
+) -> Result<PeerChannel, String> {
+    let cluster = ClusterId::open(data_dir, None).map_err(|e| e.to_string())?;
+    let dialer = Dialer::new(
+        Some(credentials.clone()),
+        None,
+        Duration::from_secs(5),
+        cluster,
+    );
+    let endpoint = dialer
+        .endpoint(address)
+        .ok_or_else(|| format!("bad address {address}"))?;
+    Ok(dialer.channel(endpoint, raftengine::numeric_id(to)))
+}
+
+/// Whether a removed notice naming a node that does not exist was refused
+/// for that reason alone: the call got past the gate (certificate, cluster
+/// id, target) and reached the engine's own checks.
+///
+/// # Errors
+///
+/// Any other answer, described.
+#[cfg(feature = "dev")]
+pub fn probe_reached<T: std::fmt::Debug>(answer: Result<T, tonic::Status>) -> Result<(), String> {
+    match answer {
+        Err(s)
+            if s.code() == tonic::Code::InvalidArgument && s.message().contains("notice names") =>
+        {
+            Ok(())
+        }
+        other => Err(format!("the probe did not reach the engine: {other:?}")),
+    }
+}
+
 /// How many times the removed-node notice is tried before the leader gives
 /// up (the removed node then stays up until its operator stops it).
 pub const REMOVED_NOTICE_ATTEMPTS: usize = 30;

@@ -202,6 +202,36 @@ impl SnapshotDir {
     }
 }
 
+/// A valid snapshot file for `(index, term)` holding `payload`, as bytes
+/// (written by [`SnapshotDir::write`] in a temporary dir and read back):
+/// what a peer would stream, for tests that forge one.
+///
+/// # Errors
+///
+/// The temporary dir cannot be made, written or read.
+#[cfg(feature = "dev")]
+pub fn file_bytes(index: u64, term: u64, payload: &[u8]) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir().map_err(io_err("create a temporary dir".to_owned()))?;
+    let snapshots = SnapshotDir::new(dir.path())?;
+    // `Snapshot` is `'static`: the payload is copied in.
+    let mut owned = Owned(payload.to_vec());
+    snapshots.write(index, term, &mut owned)?;
+    let path = snapshots.path(index, term);
+    std::fs::read(&path).map_err(io_err(format!("read {}", path.display())))
+}
+
+/// An owned payload, for [`file_bytes`].
+#[cfg(feature = "dev")]
+struct Owned(Vec<u8>);
+
+#[cfg(feature = "dev")]
+impl Snapshot for Owned {
+    fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<u64> {
+        writer.write_all(&self.0)?;
+        Ok(self.0.len() as u64)
+    }
+}
+
 /// Checks magic, length and checksum; returns `(index, term, payload_len)`.
 pub fn verify(path: &Path) -> Result<(u64, u64, u64)> {
     let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;

@@ -4,44 +4,25 @@
 //! processes (feature `forge`). Not for production use.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use openraft::Membership;
 use openraft::entry::RaftEntry;
 use openraft::raft::AppendEntriesRequest;
 use raftengine_conformance::{Answer, Forge, Forger, Forgery};
-use raftengine_kit::cluster_id::ClusterId;
-use raftengine_kit::peer::{Dialer, PeerChannel};
+use raftengine_kit::peer::PeerChannel;
 
 use crate::codec::encode;
 use crate::pb::raft_network_client::RaftNetworkClient;
 use crate::pb::{Frame, RemovedNotice, SnapshotChunk};
 use crate::types::{Committed, Entry, LogId, Peer, SnapshotMeta, TypeConfig, Vote};
 
-const DEADLINE: Duration = Duration::from_secs(5);
-
 /// Writes forgeries as openraft requests in this backend's frames.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenraftForger;
 
-/// A snapshot payload of the forger's choice.
-struct Payload(Vec<u8>);
-
-impl raftengine::Snapshot for Payload {
-    fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<u64> {
-        writer.write_all(&self.0)?;
-        Ok(self.0.len() as u64)
-    }
-}
-
-/// A valid snapshot file (envelope and checksum) of `payload`, as bytes.
+/// A valid snapshot file of `payload`, as bytes.
 fn snapshot_file(index: u64, term: u64, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let snapshots = raftengine_kit::SnapshotDir::new(dir.path()).map_err(|e| e.to_string())?;
-    snapshots
-        .write(index, term, &mut Payload(payload))
-        .map_err(|e| e.to_string())?;
-    std::fs::read(snapshots.path(index, term)).map_err(|e| e.to_string())
+    raftengine_kit::snapshot_dir::file_bytes(index, term, &payload).map_err(|e| e.to_string())
 }
 
 fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer {
@@ -61,13 +42,13 @@ fn frame<T: serde::Serialize>(value: &T) -> Result<Frame, String> {
 /// id, checked to get past the target's gate: a notice naming another node
 /// is refused for that reason alone.
 async fn client(forge: &Forge) -> Result<RaftNetworkClient<PeerChannel>, String> {
-    let cluster = ClusterId::open(&forge.from_dir, None).map_err(|e| e.to_string())?;
-    let dialer = Dialer::new(Some(forge.credentials.clone()), None, DEADLINE, cluster);
-    let endpoint = dialer
-        .endpoint(&forge.to_address)
-        .ok_or_else(|| format!("bad address {}", forge.to_address))?;
-    let mut client =
-        RaftNetworkClient::new(dialer.channel(endpoint, raftengine::numeric_id(&forge.to)));
+    let channel = raftengine_kit::peer::channel_as(
+        &forge.credentials,
+        &forge.from_dir,
+        &forge.to_address,
+        &forge.to,
+    )?;
+    let mut client = RaftNetworkClient::new(channel);
     let probe = client
         .removed(RemovedNotice {
             from_id: forge.from.clone(),
@@ -75,16 +56,8 @@ async fn client(forge: &Forge) -> Result<RaftNetworkClient<PeerChannel>, String>
             conf_index: 0,
         })
         .await;
-    match probe {
-        Err(s)
-            if s.code() == tonic::Code::InvalidArgument && s.message().contains("notice names") =>
-        {
-            Ok(client)
-        }
-        other => Err(format!(
-            "the forger's probe did not reach the engine: {other:?}"
-        )),
-    }
+    raftengine_kit::peer::probe_reached(probe)?;
+    Ok(client)
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
